@@ -1,0 +1,97 @@
+"""Ansible adapters for the pure-Python planner in ./pd_planner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleFilterError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from pd_planner import PlanError, build_plan, plan_table  # noqa: E402
+from pd_planner.inventory import spec_from_inventory  # noqa: E402
+
+DOCUMENTATION = r"""
+name: pd_plan
+short_description: Plan a vLLM prefill/decode cluster from the inventory
+version_added: "1.0.0"
+description:
+  - Reads the groups C(prefill), C(decode), C(router) and C(monitoring) and
+    the C(pd_*) variables of their hosts, and returns the deployment plan
+    (instances with kv ranks, GPUs, ports, addresses, serve_args and env;
+    router args; scrape targets; IMEX domains).
+  - Deterministic and pure; bad input fails with a message naming the
+    group, host or variable and what would be valid.
+options:
+  _input:
+    description: The C(groups) magic variable.
+    type: dict
+    required: true
+  hostvars:
+    description: The C(hostvars) magic variable.
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Compute the plan once
+  ansible.builtin.set_fact:
+    pd_plan: "{{ groups | pd_plan(hostvars) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The plan; see docs/plan.md for every key.
+  type: dict
+"""
+
+
+def _plain(value):
+    """Ansible's tagged values to plain Python types (stable equality, JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+class _HostvarsReader:
+    """Read one variable of one host, plain-typed; missing is None."""
+
+    def __init__(self, hostvars):
+        self._hostvars = hostvars
+
+    def __call__(self, host: str, name: str):
+        try:
+            host_vars = self._hostvars[host]
+        except KeyError:
+            return None
+        if name == "fact_addresses":
+            facts = host_vars.get("ansible_facts") or {}
+            return _plain(facts.get("all_ipv4_addresses") or [])
+        return _plain(host_vars.get(name))
+
+
+def pd_plan(groups, hostvars):
+    try:
+        spec = spec_from_inventory(_plain(groups), _HostvarsReader(hostvars))
+        return build_plan(spec)
+    except PlanError as exc:
+        raise AnsibleFilterError(f"pd_plan: {exc}") from None
+
+
+def pd_plan_table(plan):
+    return plan_table(plan)
+
+
+class FilterModule:
+    def filters(self):
+        return {"pd_plan": pd_plan, "pd_plan_table": pd_plan_table}
