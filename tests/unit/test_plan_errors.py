@@ -1,0 +1,275 @@
+"""Every bad input fails in the planner with a message naming the culprit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import gb200_pools, make_spec
+from pd_planner import PlanError, build_plan
+from pd_planner.inventory import spec_from_inventory
+
+
+def _fails(spec: dict, *fragments: str) -> str:
+    with pytest.raises(PlanError) as caught:
+        build_plan(spec)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _pools(**changes) -> dict:
+    pools = gb200_pools()
+    for pool, values in changes.items():
+        pools[pool].update(values)
+    return pools
+
+
+def test_gpus_per_instance_that_neither_divides_nor_multiplies():
+    spec = make_spec(pools=_pools(prefill={"gpus_per_instance": 3, "data_parallel_size": 3}))
+    _fails(spec, "gpus_per_instance 3", "neither divides nor is a multiple", "prefill-tray-000", "1, 2, 4")
+
+
+def test_gpus_per_instance_larger_but_not_a_multiple():
+    spec = make_spec(pools=_pools(decode={"gpus_per_instance": 6, "data_parallel_size": 6}))
+    _fails(spec, "gpus_per_instance 6", "neither divides nor is a multiple", "decode-tray-000")
+
+
+def test_parallelism_that_does_not_multiply_out():
+    spec = make_spec(pools=_pools(prefill={"data_parallel_size": 4}))
+    _fails(spec, "pd_pool (prefill)", "data_parallel_size 4", "= 4 GPUs", "gpus_per_instance is 2")
+
+
+def test_pool_with_no_hosts():
+    spec = make_spec(2, 0)
+    _fails(spec, "group decode has no hosts")
+
+
+def test_pool_with_fewer_gpus_than_one_instance():
+    spec = make_spec(2, 1)
+    _fails(spec, "pool decode has 4 GPUs on 1 host(s)", "fewer than one instance of 8 GPUs")
+
+
+def test_more_instances_than_the_pool_holds():
+    spec = make_spec(pools=_pools(prefill={"instances": 5}))
+    _fails(spec, "pd_pool (prefill).instances is 5", "hold 4 instance(s)")
+
+
+def test_host_in_both_pools():
+    spec = make_spec()
+    spec["groups"]["decode"].insert(0, "prefill-tray-001")
+    _fails(spec, "host prefill-tray-001 is in both groups prefill and decode")
+
+
+def test_port_collision_between_http_and_side_channel():
+    spec = make_spec(pools=_pools(prefill={"nixl_side_channel_port": 8101}))
+    _fails(spec, "port collision on host prefill-tray-000", "port 8101")
+
+
+def test_port_collision_with_router_on_a_shared_host():
+    spec = make_spec(router={"port": 8100})
+    spec["groups"]["router"] = ["prefill-tray-000"]
+    _fails(spec, "port collision on host prefill-tray-000", "port 8100", "router api")
+
+
+def test_duplicate_explicit_names():
+    spec = make_spec()
+    spec["hosts"]["prefill-tray-000"]["instance_names"] = ["hot", "hot"]
+    _fails(spec, "duplicate instance name hot")
+
+
+def test_explicit_name_repeating_a_default_name():
+    spec = make_spec()
+    spec["hosts"]["prefill-tray-001"]["instance_names"] = ["prefill-0"]
+    _fails(spec, "duplicate instance name prefill-0")
+
+
+def test_duplicate_explicit_ranks():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-000"]["kv_ranks"] = [0]
+    _fails(spec, "duplicate kv_rank 0", "prefill-0", "decode-0")
+
+
+def test_rank_out_of_range():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-000"]["kv_ranks"] = [9]
+    _fails(spec, "pd_kv_ranks entry 9", "0..4")
+
+
+def test_unknown_connector():
+    _fails(make_spec(kv_connector="PyNcclConnector"), "pd_kv_connector 'PyNcclConnector'",
+           "NixlConnector, ExampleConnector, P2pNcclConnector")
+
+
+def test_connector_removed_in_the_pinned_version():
+    _fails(make_spec(kv_connector="P2pNcclConnector"),
+           "P2pNcclConnector is not accepted by vLLM 0.33.0 (removed in 0.24.0)", "NixlConnector")
+
+
+def test_kv_transfer_field_rejected_by_the_pinned_version():
+    spec = make_spec(pools=_pools(decode={"kv_transfer_config": {"kv_buffer_size": "4e9"}}))
+    _fails(spec, "kv_transfer_config.kv_buffer_size is not accepted by vLLM 0.33.0", "removed in 0.32.0")
+
+
+def test_kv_rank_through_kv_transfer_config_is_refused_even_when_accepted():
+    pools = {"prefill": {"gpus_per_instance": 4, "tensor_parallel_size": 4,
+                         "kv_transfer_config": {"kv_rank": 3}},
+             "decode": {"gpus_per_instance": 4, "tensor_parallel_size": 4}}
+    spec = make_spec(1, 1, pools=pools, vllm_version="0.23.0", model={"served_name": "m", "path": "/m"})
+    _fails(spec, "kv_transfer_config.kv_rank is computed by the planner")
+
+
+def test_eplb_without_expert_parallelism():
+    spec = make_spec(pools=_pools(prefill={"expert_parallel": False, "all2all_backend": None}))
+    _fails(spec, "pd_pool (prefill): enable_eplb needs expert parallelism", "expert_parallel: true")
+
+
+def test_eplb_on_a_single_gpu_instance():
+    pools = _pools(prefill={"gpus_per_instance": 1, "data_parallel_size": 1, "offload": {}})
+    _fails(make_spec(pools=pools, model={"served_name": "m", "path": "/m"}), "larger than one GPU")
+
+
+def test_dbo_without_a_deepep_backend():
+    spec = make_spec(pools=_pools(decode={"all2all_backend": "allgather_reducescatter"}))
+    _fails(spec, "pd_pool (decode): enable_dbo needs all2all_backend in deepep_low_latency",
+           "'allgather_reducescatter'")
+
+
+def test_node_without_an_address_in_the_cluster_network():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-001"]["address"] = "192.168.7.4"
+    _fails(spec, "host decode-tray-001", "pd_address 192.168.7.4", "not a host address inside", "10.20.0.0/16")
+
+
+def test_node_with_no_address_at_all():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-001"] = {"gpu_profile": "gb200_nvl72_tray", "ansible_host": "tray4.example"}
+    _fails(spec, "host decode-tray-001 has no address in pd_cluster_cidr", "tray4.example", "set pd_address")
+
+
+def test_wildcard_address_is_refused():
+    spec = make_spec(cluster_cidr="0.0.0.0/0")
+    spec["hosts"]["decode-tray-001"]["address"] = "0.0.0.0"
+    _fails(spec, "pd_address 0.0.0.0", "never bind 0.0.0.0")
+
+
+def test_bad_cluster_cidr():
+    _fails(make_spec(cluster_cidr="10.20.0.0/33"), "pd_cluster_cidr '10.20.0.0/33'")
+
+
+def test_unknown_pool_option_is_a_typo_not_ignored():
+    spec = make_spec(pools=_pools(prefill={"tensor_paralel_size": 2}))
+    _fails(spec, "pd_pool (prefill) has unknown option(s) tensor_paralel_size", "tensor_parallel_size")
+
+
+def test_wrong_type_names_the_variable():
+    spec = make_spec(pools=_pools(prefill={"expert_parallel": "yes"}))
+    _fails(spec, "pd_pool (prefill).expert_parallel is 'yes'", "expected boolean")
+
+
+def test_boolean_is_not_an_integer():
+    spec = make_spec(pools=_pools(prefill={"gpus_per_instance": True}))
+    _fails(spec, "pd_pool (prefill).gpus_per_instance is True", "expected integer")
+
+
+def test_extra_args_cannot_override_planner_flags():
+    spec = make_spec(pools=_pools(prefill={"extra_args": {"--port": 9000}}))
+    _fails(spec, "extra_args sets --port, which the planner computes")
+
+
+def test_env_cannot_override_planner_env():
+    spec = make_spec(pools=_pools(decode={"env": {"CUDA_VISIBLE_DEVICES": "0"}}))
+    _fails(spec, "env sets CUDA_VISIBLE_DEVICES")
+
+
+def test_fp8_checkpoint_does_not_fit_two_gb200():
+    pools = _pools(prefill={"offload": {}})
+    spec = make_spec(pools=pools, model={"served_name": "m", "path": "/m", "profile": "deepseek_r1_fp8"})
+    _fails(spec, "pool prefill: deepseek_r1_fp8 does not fit", "346.0 GB of weights per GPU", "offload")
+
+
+def test_nvfp4_on_two_gpus_needs_offload():
+    _fails(make_spec(pools=_pools(prefill={"offload": {}})), "deepseek_r1_nvfp4 does not fit", "209.5 GB")
+
+
+def test_offload_beyond_host_memory():
+    pools = _pools(prefill={"offload": {"offload_group_size": 8, "offload_num_in_group": 8}})
+    spec = make_spec(pools=pools, model={"served_name": "m", "path": "/m", "profile": "deepseek_r1_fp8"})
+    _fails(spec, "offloaded per GPU exceeds 80% of the 240 GB host memory")
+
+
+def test_max_model_len_beyond_kv_capacity():
+    spec = make_spec(pools=_pools(decode={"max_model_len": "160M"}))
+    _fails(spec, "pool decode: max_model_len", "exceeds the", "vLLM would refuse to start")
+
+
+def test_quantization_contradicting_the_checkpoint():
+    spec = make_spec(pools=_pools(prefill={"quantization": "fp8"}))
+    _fails(spec, "quantization is 'fp8'", "modelopt_fp4", "leave quantization unset")
+
+
+def test_unknown_gpu_profile():
+    spec = make_spec()
+    spec["hosts"]["prefill-tray-000"]["gpu_profile"] = "gb300"
+    _fails(spec, "host prefill-tray-000: pd_gpu_profile 'gb300' is unknown", "gb200_nvl72_tray")
+
+
+def test_unknown_router_policy():
+    _fails(make_spec(router={"decode_policy": "fastest"}), "pd_router.decode_policy 'fastest'", "power_of_two")
+
+
+def test_version_that_is_not_a_release():
+    _fails(make_spec(vllm_version="latest"), "pd_vllm_version is 'latest'")
+
+
+def test_version_older_than_known():
+    _fails(make_spec(vllm_version="0.8.5"), "older than 0.10.0")
+
+
+def test_cudagraph_sizes_that_disagree():
+    spec = make_spec(pools=_pools(decode={"cudagraph_capture_sizes": [1, 2, 4]}))
+    _fails(spec, "max_cudagraph_capture_size 2048 differs from the largest of cudagraph_capture_sizes (4)")
+
+
+def test_example_connector_without_shared_directory():
+    _fails(make_spec(kv_connector="ExampleConnector"), "ExampleConnector needs a directory")
+
+
+# --- the inventory adapter ---------------------------------------------------
+def _reader(values: dict):
+    return lambda host, variable: values.get(host, {}).get(variable)
+
+
+def test_cluster_variable_differing_between_hosts():
+    groups = {"prefill": ["a"], "decode": ["b"], "router": ["c"]}
+    base = {"pd_vllm_version": "0.33.0", "pd_kv_connector": "NixlConnector", "pd_model": {"path": "/m"},
+            "pd_cluster_cidr": "10.0.0.0/24"}
+    values = {"a": dict(base), "b": {**base, "pd_vllm_version": "0.32.0"}, "c": dict(base)}
+    with pytest.raises(PlanError, match="pd_vllm_version differs between hosts a and b"):
+        spec_from_inventory(groups, _reader(values))
+
+
+def test_pool_shape_differing_between_hosts_of_a_pool():
+    groups = {"prefill": ["a", "a2"], "decode": ["b"], "router": ["c"]}
+    base = {"pd_vllm_version": "0.33.0", "pd_kv_connector": "NixlConnector", "pd_model": {"path": "/m"},
+            "pd_cluster_cidr": "10.0.0.0/24"}
+    values = {"a": {**base, "pd_pool": {"gpus_per_instance": 2}},
+              "a2": {**base, "pd_pool": {"gpus_per_instance": 4}}, "b": dict(base), "c": dict(base)}
+    with pytest.raises(PlanError, match=r"pd_pool differs between hosts a and a2; it is the shape of pool prefill"):
+        spec_from_inventory(groups, _reader(values))
+
+
+def test_missing_required_cluster_variable():
+    groups = {"prefill": ["a"], "decode": ["b"], "router": ["c"]}
+    values = {h: {"pd_kv_connector": "NixlConnector"} for h in "abc"}
+    with pytest.raises(PlanError, match="pd_vllm_version is not set; define it in group_vars/all"):
+        spec_from_inventory(groups, _reader(values))
+
+
+def test_errors_leave_the_spec_untouched():
+    spec = make_spec(pools=_pools(prefill={"data_parallel_size": 4}))
+    before = copy.deepcopy(spec)
+    with pytest.raises(PlanError):
+        build_plan(spec)
+    assert spec == before
