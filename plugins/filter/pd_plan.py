@@ -1,4 +1,4 @@
-"""Ansible adapters for the pure-Python planner in ./pd_planner."""
+"""Ansible adapter for the pure-Python planner in lib/pd_planner."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The planner core lives outside the plugin path (lib/), so Ansible's plugin
+# loader never mistakes its modules for filter plugins.
+_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib")
+if os.path.normpath(_LIB) not in sys.path:
+    sys.path.insert(0, os.path.normpath(_LIB))
 
-from pd_planner import PlanError, build_plan, plan_table  # noqa: E402
+from pd_planner import PlanError, build_plan  # noqa: E402
 from pd_planner.inventory import spec_from_inventory  # noqa: E402
 
 DOCUMENTATION = r"""
@@ -88,10 +92,6 @@ def pd_plan(groups, hostvars):
         raise AnsibleFilterError(f"pd_plan: {exc}") from None
 
 
-def pd_plan_table(plan):
-    return plan_table(plan)
-
-
 class FilterModule:
     def filters(self):
-        return {"pd_plan": pd_plan, "pd_plan_table": pd_plan_table}
+        return {"pd_plan": pd_plan}
