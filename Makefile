@@ -11,6 +11,7 @@ VLLM_OVERLAY := $(VLLM_VENV)/overlay-0.33.0
 VLLM_WHEEL_REQ := tools/vllm-0.33.0-wheel.txt
 PLAYBOOKS := $(wildcard playbooks/*.yml)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
 .PHONY: help venv vllm-venv lint syntax unit parser-test test-fast test bench render clean

@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
             for node in instance["nodes"]:
                 problem = check(parser, serve, node["model"], node["serve_args"])
                 where = f"{instance['name']} on {node['host']}"
-                print(f"{'FAIL' if problem else 'ok  '} vLLM {installed}: {where}" + (f": {problem}" if problem else ""))
+                status = f"FAIL vLLM {installed}: {where}: {problem}" if problem else f"ok   vLLM {installed}: {where}"
+                print(status)
                 failures += bool(problem)
     else:
         problem = check(parser, serve, opts.model, opts.args)

@@ -568,7 +568,7 @@ def build_plan(spec: dict) -> dict:
             )
     _check_flag_map(router["extra_args"], "pd_router.extra_args", ROUTER_FLAGS)
     monitoring = normalize(spec.get("monitoring"), MONITORING_OPTIONS, "pd_monitoring")
-    all_hosts = list(dict.fromkeys(groups["prefill"] + groups["decode"] + groups["router"] + groups["monitoring"]))
+    all_hosts = list(dict.fromkeys(h for g in ("prefill", "decode", "router", "monitoring") for h in groups[g]))
     raw_hosts = spec.get("hosts") or {}
     hosts = {h: normalize(raw_hosts.get(h), HOST_OPTIONS, f"host {h}") for h in all_hosts}
     addresses = _addresses({"hosts": hosts}, all_hosts, network)
@@ -619,7 +619,8 @@ def build_plan(spec: dict) -> dict:
         idle = [h for h in hosts_of_pool if h not in used]
         if idle:
             warnings.append(f"pool {pool_name}: host(s) {', '.join(idle)} carry no instance")
-        leftover = sum(profiles[h]["gpus"] for h in hosts_of_pool if h in used) - len(chosen) * pool["gpus_per_instance"]
+        used_gpus = sum(profiles[h]["gpus"] for h in hosts_of_pool if h in used)
+        leftover = used_gpus - len(chosen) * pool["gpus_per_instance"]
         if leftover:
             warnings.append(f"pool {pool_name}: {leftover} GPU(s) on used hosts stay idle")
         layouts[pool_name] = chosen

@@ -103,7 +103,8 @@ def test_gb200_scrape_targets_are_leaders_with_labels(gb200_spec):
     jobs = {j["job_name"]: j for j in plan["scrape"]["jobs"]}
     assert set(jobs) == {"vllm-prefill", "vllm-decode", "vllm-router", "prometheus"}
     prefill = jobs["vllm-prefill"]["targets"]
-    assert [t["target"] for t in prefill] == ["10.20.0.11:8100", "10.20.0.11:8101", "10.20.0.12:8100", "10.20.0.12:8101"]
+    assert [t["target"] for t in prefill] == [
+        "10.20.0.11:8100", "10.20.0.11:8101", "10.20.0.12:8100", "10.20.0.12:8101"]
     assert [t["labels"]["kv_rank"] for t in prefill] == ["0", "1", "2", "3"]
     assert jobs["vllm-decode"]["targets"] == [{
         "target": "10.20.0.13:8200",

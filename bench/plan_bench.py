@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Planner benchmark: time to plan GB200 inventories of growing size, in-process.
+
+Prints figures; asserts nothing about time (run it with `make bench`).
+Layout per size: half the trays prefill (2-GPU DP2+EP instances, two per
+tray), half decode (8-GPU DP8+EP instances spanning two trays), like the
+gb200 sample, plus one router/monitoring host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from pd_planner import build_plan
+from specs import make_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = (36, 72, 144, 288)
+REPEATS = 7
+
+
+def measure(trays: int) -> tuple[float, dict]:
+    spec = make_spec(trays // 2, trays // 2, cluster_cidr="10.20.0.0/16")
+    timings = []
+    plan = {}
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        plan = build_plan(spec)
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings), plan
+
+
+def render_through_ansible(trays: int) -> float:
+    """Wall time of render.yml on a generated inventory (hostvars, filter, JSON write)."""
+    spec = make_spec(trays // 2, trays // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp) / "inventory"
+        shutil.copytree(ROOT / "inventories" / "gb200" / "group_vars", inventory / "group_vars")
+        children = {
+            group: {"hosts": {h: {"pd_address": spec["hosts"][h]["address"]} for h in hosts}}
+            for group, hosts in spec["groups"].items()
+        }
+        (inventory / "group_vars" / "all" / "network.yml").write_text("pd_cluster_cidr: 10.20.0.0/16\n")
+        (inventory / "hosts.yml").write_text(json.dumps({"all": {"children": children}}))
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+        start = time.perf_counter()
+        run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
+                              str(ROOT / "playbooks/render.yml"), "-i", str(inventory), "-e", f"render_dir={tmp}/out"],
+                             capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+        elapsed = time.perf_counter() - start
+        if run.returncode:
+            raise SystemExit(f"render.yml failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+        return elapsed
+
+
+def main() -> int:
+    print(f"{'trays':>6} {'GPUs':>6} {'instances':>9} {'median s':>9} {'ms/tray':>8}")
+    results = {}
+    for trays in SIZES:
+        seconds, plan = measure(trays)
+        results[trays] = seconds
+        print(f"{trays:>6} {trays * 4:>6} {len(plan['instances']):>9} {seconds:>9.4f} {seconds / trays * 1000:>8.3f}")
+    growth = results[SIZES[-1]] / results[SIZES[0]]
+    print(f"time({SIZES[-1]}) / time({SIZES[0]}) = {growth:.2f} for {SIZES[-1] / SIZES[0]:.0f}x the trays "
+          "(linear would be 8.00)")
+    print(f"288 trays: {results[288]:.3f} s (target < 0.5 s)")
+    print(f"render.yml through ansible-playbook, 288 trays: {render_through_ansible(288):.1f} s wall "
+          "(process start, inventory load, pd_plan over hostvars, plan.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""render.yml end to end: the real ansible-playbook, inventories as users write them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, ENV, ROOT
+
+pytestmark = pytest.mark.playbook
+
+
+def render(inventory: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"), "-i", str(inventory),
+         "-e", f"render_dir={out}"],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, check=False,
+    )
+
+
+def test_render_gb200_writes_plan_and_prints_table(tmp_path):
+    out = tmp_path / "render"
+    result = render(ROOT / "inventories" / "gb200", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan = json.loads((out / "plan.json").read_text())
+    for key in ("vllm_version", "connector", "instances", "router"):
+        assert key in plan
+    assert plan["vllm_version"] == "0.33.0" and plan["connector"] == "NixlConnector"
+    instance = plan["instances"][0]
+    for key in ("name", "role", "kv_rank", "kv_parallel_size", "url", "nodes"):
+        assert key in instance
+    for key in ("host", "gpus", "leader", "model", "serve_args", "env"):
+        assert key in instance["nodes"][0]
+    assert isinstance(plan["router"]["args"], list)
+    # The table is in the output, one line per node.
+    assert "prefill-3  prefill  3/5      gb200-tray-02" in result.stdout
+    assert "headless, dp start rank 4" in result.stdout
+
+
+def test_render_is_idempotent(tmp_path):
+    out = tmp_path / "render"
+    assert render(ROOT / "inventories" / "gb200", out).returncode == 0
+    second = render(ROOT / "inventories" / "gb200", out)
+    assert second.returncode == 0
+    assert "changed=0" in second.stdout
+
+
+def _broken_inventory(tmp_path: Path, relative: str, edit) -> Path:
+    inventory = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories" / "gb200", inventory)
+    path = inventory / relative
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+    return inventory
+
+
+BROKEN = {
+    "parallelism": ("group_vars/prefill.yml", lambda d: d["pd_pool"].update(data_parallel_size=4),
+                    "data_parallel_size 4 = 4 GPUs, but gpus_per_instance is 2"),
+    "legacy connector": ("group_vars/all/vllm.yml", lambda d: d.update(pd_kv_connector="P2pNcclConnector"),
+                         "P2pNcclConnector is not accepted by vLLM 0.33.0"),
+    "address outside network": ("hosts.yml",
+                                lambda d: d["all"]["children"]["decode"]["hosts"]["gb200-tray-04"].update(
+                                    pd_address="172.31.9.9"),
+                                "host gb200-tray-04: pd_address 172.31.9.9 is not a host address inside"),
+    "host in both pools": ("hosts.yml",
+                           lambda d: d["all"]["children"]["decode"]["hosts"].update({"gb200-tray-01": None}),
+                           "host gb200-tray-01 is in both groups prefill and decode"),
+    "typo in pool option": ("group_vars/decode.yml", lambda d: d["pd_pool"].update(enable_dob=True),
+                            "pd_pool (decode) has unknown option(s) enable_dob"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_render_bad_inventory_fails_naming_the_culprit_and_writes_nothing(tmp_path, case):
+    relative, edit, message = BROKEN[case]
+    out = tmp_path / "render"
+    result = render(_broken_inventory(tmp_path, relative, edit), out)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not out.exists()
+
+
+def test_render_requires_render_dir():
+    result = subprocess.run([str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"),
+                             "-i", str(ROOT / "inventories" / "gb200")],
+                            capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
+    assert result.returncode != 0
+    assert "-e render_dir=DIR" in result.stdout
