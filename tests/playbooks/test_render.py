@@ -92,3 +92,27 @@ def test_render_requires_render_dir():
                             capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
     assert result.returncode != 0
     assert "-e render_dir=DIR" in result.stdout
+
+
+def _plan_stage(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
+    # plan.yml contacts no host (no facts, controller-only tasks), so it is
+    # safe to run against the gb200 sample's addresses.
+    return subprocess.run([str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "plan.yml"),
+                           "-i", str(inventory), *extra],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
+
+
+def test_plan_stage_under_limit_still_plans_the_whole_cluster():
+    result = _plan_stage(ROOT / "inventories" / "gb200", "--limit", "gb200-tray-04")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "prefill-0  prefill  0/5" in result.stdout
+    assert "gb200-tray-04              : ok=" in result.stdout
+    assert "gb200-tray-01" not in result.stdout.split("PLAY RECAP")[1]
+
+
+def test_plan_stage_fails_on_bad_inventory_before_any_host_task(tmp_path):
+    relative, edit, message = BROKEN["legacy connector"]
+    result = _plan_stage(_broken_inventory(tmp_path, relative, edit))
+    assert result.returncode != 0
+    assert message in result.stdout
+    assert "unreachable=0" in result.stdout
