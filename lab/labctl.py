@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""The lab: the whole deployment on one GPU-less machine, in podman nodes.
+
+    labctl.py up [--prefill N] [--decode M]   build what is missing, start nodes, run site.yml
+    labctl.py nodes [--prefill N] [--decode M] only build and start the nodes
+    labctl.py destroy                          remove nodes and the network
+    labctl.py status
+
+Nodes are podman containers with systemd as PID 1 on the lab's own network
+(10.89.60.0/24), built from a Debian 12 image made locally with debootstrap
+(no registry). Traffic stays on that network and on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".lab"
+NETWORK = "pd-lab"
+SUBNET = "10.89.60.0/24"
+GATEWAY = "10.89.60.1"
+LABEL = "io.vllm-pd-ansible.lab=1"
+MIRROR = os.environ.get("PD_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+HOST_PACKAGES = ("podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs")
+NODE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "python3", "python3-venv", "python3-apt",
+                 "ca-certificates", "procps", "curl", "rsync")
+IMAGE_REVISION = "1"
+PUBLISHED = {"router": ["127.0.0.1:8000:8000"], "monitoring": ["127.0.0.1:9090:9090"]}
+ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "lab" / "containers.conf")}
+
+
+def step(message: str) -> None:
+    print(f"[lab {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(*cmd: str, check: bool = True, capture: bool = False, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=capture, env=ENV, **kw)
+
+
+def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    return run("podman", *args, check=check, capture=capture)
+
+
+# --- host packages ---------------------------------------------------------
+def ensure_host_packages() -> None:
+    missing = [p for p in HOST_PACKAGES
+               if run("dpkg-query", "-W", "-f=${Status}", p, check=False, capture=True).stdout
+               != "install ok installed"]
+    if not missing:
+        return
+    step(f"installing host packages: {' '.join(missing)}")
+    apt_env = {**ENV, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=apt_env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=apt_env)
+
+
+# --- node image --------------------------------------------------------------
+def image_name() -> str:
+    digest = hashlib.sha256(" ".join((IMAGE_REVISION, MIRROR, *NODE_PACKAGES)).encode()).hexdigest()[:10]
+    return f"localhost/pd-lab-node:bookworm-{digest}"
+
+
+def ensure_image() -> str:
+    image = image_name()
+    if podman("image", "exists", image, check=False).returncode == 0:
+        step(f"node image {image} present")
+        return image
+    rootfs = STATE / "rootfs"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    rootfs.mkdir(parents=True)
+    step(f"building node image {image} with debootstrap (~1 min)")
+    run("debootstrap", "--variant=minbase", f"--include={','.join(NODE_PACKAGES)}", "bookworm", str(rootfs), MIRROR,
+        capture=True)
+    # A container has no consoles or udev; an empty machine-id is regenerated per node.
+    (rootfs / "etc" / "machine-id").write_text("")
+    for unit in ("getty@tty1.service", "systemd-udevd.service", "systemd-udev-trigger.service",
+                 "systemd-resolved.service", "apt-daily.timer", "apt-daily-upgrade.timer"):
+        link = rootfs / "etc" / "systemd" / "system" / unit
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to("/dev/null")
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(["podman", "import", "--change", "CMD=/sbin/init", "-", image], stdin=tar.stdout, check=True,
+                   env=ENV, capture_output=True)
+    tar.wait()
+    shutil.rmtree(rootfs, ignore_errors=True)
+    return image
+
+
+# --- inventory shape ---------------------------------------------------------
+def lab_hosts(prefill: int, decode: int) -> dict:
+    """Name -> (group, address, cores) for the requested shape."""
+    cores = os.cpu_count() or 1
+    hosts = {"lab-ctl": ("ctl", "10.89.60.5", None)}
+    for i in range(prefill):
+        hosts[f"lab-prefill-{i}"] = ("prefill", f"10.89.60.{11 + i}", [(2 * i) % cores])
+    for i in range(decode):
+        hosts[f"lab-decode-{i}"] = ("decode", f"10.89.60.{21 + i}", [(2 * i + 1) % cores])
+    return hosts
+
+
+def inventory_args(prefill: int, decode: int) -> list[str]:
+    """inventories/lab holds 1P+1D; a larger shape adds the extra hosts."""
+    args = ["-i", str(ROOT / "inventories" / "lab")]
+    extra = {name: spec for name, spec in lab_hosts(prefill, decode).items()
+             if name not in ("lab-ctl", "lab-prefill-0", "lab-decode-0")}
+    scale = STATE / "inventory" / "scale.yml"
+    if extra:
+        children: dict = {"prefill": {"hosts": {}}, "decode": {"hosts": {}}}
+        for name, (group, address, cores) in extra.items():
+            children[group]["hosts"][name] = {"pd_address": address, "pd_cpu_cores": cores}
+        scale.parent.mkdir(parents=True, exist_ok=True)
+        scale.write_text(json.dumps({"all": {"children": children}}, indent=2) + "\n")
+        args += ["-i", str(scale)]
+    elif scale.exists():
+        scale.unlink()
+    return args
+
+
+# --- nodes -------------------------------------------------------------------
+def ensure_network() -> None:
+    if podman("network", "exists", NETWORK, check=False).returncode != 0:
+        step(f"creating network {NETWORK} ({SUBNET})")
+        podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "--label", LABEL, NETWORK)
+
+
+def running_nodes() -> list[str]:
+    out = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout
+    return sorted(line for line in out.splitlines() if line)
+
+
+def start_node(image: str, name: str, group: str, address: str, cores) -> None:
+    shared = STATE / "shared"
+    for path in (shared, STATE / "wheelhouse", STATE / "model-src"):
+        path.mkdir(parents=True, exist_ok=True)
+    args = ["run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
+            "--network", NETWORK, "--ip", address, "--systemd", "always",
+            "--runtime", "runc", "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=4096:4096",
+            "--tmpfs", "/tmp:rw,exec",
+            "-v", f"{shared}:/models", "-v", f"{STATE / 'wheelhouse'}:/srv/wheelhouse:ro",
+            "-v", f"{STATE / 'model-src'}:/srv/model-src:ro"]
+    if cores:
+        args += ["--cpuset-cpus", ",".join(str(c) for c in cores)]
+    roles = ["router", "monitoring"] if group == "ctl" else []
+    for role in roles:
+        for publish in PUBLISHED[role]:
+            args += ["-p", publish]
+    podman(*args, image, "/sbin/init")
+
+
+def wait_systemd(name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            return
+        time.sleep(1)
+    raise SystemExit(f"node {name}: systemd did not come up ({state!r} after {timeout:.0f} s)")
+
+
+def converge_nodes(prefill: int, decode: int) -> None:
+    image = ensure_image()
+    ensure_network()
+    wanted = lab_hosts(prefill, decode)
+    for name in running_nodes():
+        if name not in wanted:
+            step(f"removing node {name}")
+            podman("rm", "-f", "-t", "30", name)
+    for name, (group, address, cores) in wanted.items():
+        if podman("container", "exists", name, check=False).returncode == 0:
+            if podman("inspect", "-f", "{{.State.Running}}", name).stdout.strip() != "true":
+                podman("start", name)
+            continue
+        step(f"starting node {name} ({group}, {address}{', core ' + str(cores[0]) if cores else ''})")
+        start_node(image, name, group, address, cores)
+    for name in wanted:
+        wait_systemd(name)
+    step(f"nodes up: {', '.join(wanted)}")
+
+
+def destroy() -> None:
+    for name in running_nodes():
+        step(f"removing node {name}")
+        podman("rm", "-f", "-t", "10", name)
+    if podman("network", "exists", NETWORK, check=False).returncode == 0:
+        podman("network", "rm", NETWORK)
+    scale = STATE / "inventory" / "scale.yml"
+    if scale.exists():
+        scale.unlink()
+    step("lab removed (image, wheelhouse and model kept in .lab/)")
+
+
+def main(argv: list[str]) -> int:
+    cli = argparse.ArgumentParser(description="vllm-pd-ansible lab")
+    cli.add_argument("command", choices=("up", "nodes", "destroy", "status", "inventory-args"))
+    cli.add_argument("--prefill", type=int, default=1)
+    cli.add_argument("--decode", type=int, default=1)
+    opts = cli.parse_args(argv)
+    if opts.prefill < 1 or opts.decode < 1:
+        cli.error("--prefill and --decode must be at least 1")
+    if opts.command == "inventory-args":
+        print(" ".join(inventory_args(opts.prefill, opts.decode)))
+        return 0
+    if opts.command == "destroy":
+        destroy()
+        return 0
+    if opts.command == "status":
+        print(podman("ps", "-a", "--filter", f"label={LABEL}").stdout)
+        return 0
+    ensure_host_packages()
+    converge_nodes(opts.prefill, opts.decode)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
