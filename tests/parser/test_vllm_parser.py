@@ -17,7 +17,7 @@ from conftest import ROOT, gb200_pools, make_spec
 from pd_planner import build_plan
 
 pytestmark = pytest.mark.vllm_parser
-CHECKER = ROOT / "tools" / "vllm_check_args.py"
+CHECKER = ROOT / "roles" / "vllm" / "files" / "vllm_check_args.py"
 
 
 @pytest.fixture(scope="module")
