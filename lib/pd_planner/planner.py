@@ -503,16 +503,17 @@ def _node_env(ctx: dict, pool: dict, instance: dict, node: dict) -> dict:
 # ----------------------------------------------------------------------------
 # The plan
 # ----------------------------------------------------------------------------
-def _claim(ports: dict, host: str, port: int, owner: str) -> None:
+def _claim(ports: dict, host: str, port: int, owner: str, unit: str) -> None:
+    """Record that `unit` listens on `port` of `host`; a second claim is a collision."""
     if not 1 <= port <= 65535:
         raise PlanError(f"host {host}: {owner} would use port {port}, outside 1-65535")
     other = ports.setdefault(host, {}).get(port)
     if other is not None:
         raise PlanError(
-            f"port collision on host {host}: port {port} is used by both {other} and {owner}; "
+            f"port collision on host {host}: port {port} is used by both {other['owner']} and {owner}; "
             "move one of them (pd_pool http_port / nixl_side_channel_port / dp_rpc_port, pd_router, pd_monitoring)"
         )
-    ports[host][port] = owner
+    ports[host][port] = {"owner": owner, "unit": unit}
 
 
 def _addresses(spec: dict, hosts_needed: list[str], network) -> dict:
@@ -677,30 +678,35 @@ def build_plan(spec: dict) -> dict:
     port_owners: dict[str, dict[int, str]] = {}
     for inst in instances:
         for node in inst["nodes"]:
-            owner = f"{inst['name']}"
+            owner, unit = inst["name"], inst["unit"]
             ports = node["ports"]
             if node["leader"]:
-                _claim(port_owners, node["host"], ports["http"], f"{owner} http")
+                _claim(port_owners, node["host"], ports["http"], f"{owner} http", unit)
             if inst["parallelism"]["data_parallel_size"] > 1 and node["leader"]:
-                _claim(port_owners, node["host"], ports["dp_rpc"], f"{owner} data-parallel rpc")
+                _claim(port_owners, node["host"], ports["dp_rpc"], f"{owner} data-parallel rpc", unit)
             if connector_info["side_channel"]:
                 low, high = ports["nixl_side_channel"]
                 for port in range(low, high + 1):
-                    _claim(port_owners, node["host"], port, f"{owner} nixl side channel")
+                    _claim(port_owners, node["host"], port, f"{owner} nixl side channel", unit)
             if connector == "P2pNcclConnector":
                 for port in range(ports["kv"], ports["kv"] + len(node["gpus"])):
-                    _claim(port_owners, node["host"], port, f"{owner} p2p nccl kv_port")
+                    _claim(port_owners, node["host"], port, f"{owner} p2p nccl kv_port", unit)
 
     router_plan = _router(ctx, router, instances, groups, addresses, port_owners)
     scrape = _scrape(instances, router_plan, groups, addresses, monitoring, port_owners)
     imex = _imex_domains(groups, hosts, profiles, addresses)
-    host_index = _host_index(instances, router_plan, groups, addresses, profiles)
+    host_index = _host_index(instances, router_plan, groups, addresses, profiles, port_owners)
 
     return {
         "schema_version": SCHEMA_VERSION,
         "vllm_version": str(spec["vllm_version"]),
         "connector": connector,
-        "model": {**model, "capacity_profile": model_profile["name"] if model_profile else None},
+        "model": {
+            **model,
+            "capacity_profile": model_profile["name"] if model_profile else None,
+            # On-disk size for preflight's free-space check (None: unknown model).
+            "size_gb": round(model_profile["dense_gb"] + model_profile["experts_gb"], 3) if model_profile else None,
+        },
         "cluster_cidr": str(network),
         "kv_parallel_size": total,
         "instances": instances,
@@ -806,7 +812,7 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
         args = ["--host", bind, "--port", str(router["port"]), "--vllm-pd-disaggregation"]
         if mode == "discovery":
             args += ["--vllm-discovery-address", f"{address}:{router['discovery_port']}"]
-            _claim(port_owners, host, router["discovery_port"], "router discovery")
+            _claim(port_owners, host, router["discovery_port"], "router discovery", "vllm-router")
         else:
             for inst in prefill:
                 args += ["--prefill", inst["url"], "none"]
@@ -831,8 +837,8 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
             # the key itself never enters the plan.
             args += ["--api-key", "${" + ROUTER_API_KEY_ENV + "}"]
         args += _flag_args(router["extra_args"])
-        _claim(port_owners, host, router["port"], "router api")
-        _claim(port_owners, host, router["metrics_port"], "router metrics")
+        _claim(port_owners, host, router["port"], "router api", "vllm-router")
+        _claim(port_owners, host, router["metrics_port"], "router metrics", "vllm-router")
         hosts.append({
             "host": host,
             "address": address,
@@ -882,9 +888,9 @@ def _scrape(instances, router_plan, groups, addresses, monitoring, port_owners) 
     })
     prom = []
     for host in groups["monitoring"]:
-        _claim(port_owners, host, monitoring["prometheus_port"], "prometheus")
+        _claim(port_owners, host, monitoring["prometheus_port"], "prometheus", "prometheus")
         if monitoring["grafana_enabled"]:
-            _claim(port_owners, host, monitoring["grafana_port"], "grafana")
+            _claim(port_owners, host, monitoring["grafana_port"], "grafana", "grafana-server")
         prom.append({"target": f"{addresses[host]}:{monitoring['prometheus_port']}", "labels": {"host": host}})
     jobs.append({"job_name": "prometheus", "metrics_path": "/metrics", "targets": prom})
     return {"jobs": jobs, "monitoring": monitoring}
@@ -901,7 +907,7 @@ def _imex_domains(groups, hosts, profiles, addresses) -> list:
     ]
 
 
-def _host_index(instances, router_plan, groups, addresses, profiles) -> dict:
+def _host_index(instances, router_plan, groups, addresses, profiles, port_owners) -> dict:
     index: dict[str, dict] = {}
     for host in dict.fromkeys(groups["prefill"] + groups["decode"] + groups["router"] + groups["monitoring"]):
         index[host] = {
@@ -909,7 +915,10 @@ def _host_index(instances, router_plan, groups, addresses, profiles) -> dict:
             "groups": [g for g in ("prefill", "decode", "router", "monitoring") if host in groups[g]],
             "gpu_profile": profiles[host]["name"] if host in profiles else None,
             "gpus": profiles[host]["gpus"] if host in profiles else 0,
+            "architecture": profiles[host]["architecture"] if host in profiles else None,
             "units": [],
+            # Every port the deployment listens on here, for preflight.
+            "ports": [{"port": port, **claim} for port, claim in sorted(port_owners.get(host, {}).items())],
         }
     for inst in instances:
         for node in inst["nodes"]:

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Report planned ports that something other than their planned unit listens on.
+
+    pd_port_check.py '[{"port": 8100, "unit": "vllm-prefill-0"}, ...]'
+
+Reads `ss -Hltnup` and each listener's systemd unit from /proc/PID/cgroup. A
+port held by its own planned unit (a rerun) is fine. Prints a JSON list of
+conflicts: {port, unit, process, holder}; exit 0 either way, 2 if ss fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+_USER = re.compile(r'\("([^"]+)",pid=(\d+)')
+
+
+def _unit_of(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            for line in handle:
+                for part in reversed(line.strip().split(":")[-1].split("/")):
+                    if part.endswith(".service"):
+                        return part[: -len(".service")]
+    except OSError:
+        pass
+    return ""
+
+
+def listeners() -> dict[int, list[tuple[str, str]]]:
+    out = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout
+    found: dict[int, list[tuple[str, str]]] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        local = fields[4]
+        try:
+            port = int(local.rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        for process, pid in _USER.findall(line):
+            found.setdefault(port, []).append((process, _unit_of(pid)))
+        found.setdefault(port, [])
+    return found
+
+
+def main(argv: list[str]) -> int:
+    planned = json.loads(argv[0]) if argv else []
+    try:
+        current = listeners()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 2
+    conflicts = []
+    for entry in planned:
+        for process, unit in current.get(entry["port"], []) or ([("unknown", "")] if entry["port"] in current else []):
+            if unit != entry["unit"]:
+                conflicts.append({"port": entry["port"], "unit": entry["unit"], "process": process,
+                                  "holder": unit or "no systemd unit"})
+    print(json.dumps(conflicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
