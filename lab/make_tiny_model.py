@@ -22,8 +22,11 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-WORDS = ("the prefill decode cache token expert router tray grace blackwell nvlink transfer latency "
-         "throughput quicksort average case complexity explain briefly what is time of in a an and").split()
+WORDS = (
+    "the", "prefill", "decode", "cache", "token", "expert", "router", "tray", "grace", "blackwell",
+    "nvlink", "transfer", "latency", "throughput", "quicksort", "average", "case", "complexity", "explain", "briefly",
+    "what", "is", "time", "of", "in", "a", "an", "and",
+)
 
 
 def corpus(seed: int = 7, lines: int = 4000) -> list[str]:

@@ -62,14 +62,14 @@ def render() -> str:
     lines += [f"| `{var}` | {'yes' if var in REQUIRED else 'no'} | {CLUSTER_MEANING[var]} |"
               for var in CLUSTER_VARIABLES]
     lines += ["", f"`pd_kv_connector`: one of {', '.join(f'`{c}`' for c in catalog.CONNECTORS)}.", ""]
-    lines += ["### pd_model", ""] + _table(schema.MODEL_OPTIONS)
+    lines += ["### pd_model", "", *_table(schema.MODEL_OPTIONS)]
     lines += ["", f"Capacity profiles: {', '.join(f'`{p}`' for p in catalog.MODEL_PROFILES)}.", ""]
-    lines += ["### pd_router", ""] + _table(schema.ROUTER_OPTIONS)
+    lines += ["### pd_router", "", *_table(schema.ROUTER_OPTIONS)]
     lines += ["", f"Policies: {', '.join(f'`{p}`' for p in catalog.ROUTER_POLICIES)}.", ""]
-    lines += ["### pd_monitoring", ""] + _table(schema.MONITORING_OPTIONS)
+    lines += ["### pd_monitoring", "", *_table(schema.MONITORING_OPTIONS)]
     lines += ["", "## Pool shape: `pd_pool` in group_vars/prefill.yml and group_vars/decode.yml", ""]
     lines += _table(schema.POOL_OPTIONS)
-    lines += ["", "### pd_pool.offload", ""] + _table(schema.OFFLOAD_OPTIONS)
+    lines += ["", "### pd_pool.offload", "", *_table(schema.OFFLOAD_OPTIONS)]
     lines += ["", "## Per host (host_vars or the inventory)", "", "| variable | meaning |", "| --- | --- |"]
     for var, key in HOST_VARIABLES.items():
         if var == "fact_addresses":

@@ -116,3 +116,14 @@ def test_plan_stage_fails_on_bad_inventory_before_any_host_task(tmp_path):
     assert result.returncode != 0
     assert message in result.stdout
     assert "unreachable=0" in result.stdout
+
+
+def test_plan_and_render_playbooks_never_connect_to_a_host():
+    """Tests run these against the gb200 sample, whose addresses are never contacted."""
+    for name in ("plan.yml", "render.yml"):
+        for play in yaml.safe_load((ROOT / "playbooks" / name).read_text()):
+            assert play.get("gather_facts") is False, name
+            roles = [r["role"] if isinstance(r, dict) else r for r in play.get("roles", [])]
+            assert set(roles) <= {"pd_plan"}, name
+            if name == "render.yml":
+                assert play["hosts"] == "localhost" and play["connection"] == "local"
