@@ -14,10 +14,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv lint syntax unit parser-test test-fast test bench render clean
+.PHONY: help venv vllm-venv lint syntax unit parser-test test-fast test bench render clean lab lab-nodes lab-destroy
 
 help:
-	@echo "make test       every test (lint, unit, real vLLM parser)"
+	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
+	@echo "make test       every test (lint, unit, real vLLM parser, molecule)"
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
 	@echo "make bench      planner benchmark (288 GB200 trays)"
@@ -70,6 +71,18 @@ test-fast: lint unit
 test: lint vllm-venv
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
 		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/pytest tests
+
+PREFILL ?= 1
+DECODE ?= 1
+# The lab: podman nodes with systemd on this machine, then site.yml on them.
+lab: venv vllm-venv
+	$(BIN)/python lab/labctl.py up --prefill $(PREFILL) --decode $(DECODE)
+
+lab-nodes: venv vllm-venv
+	$(BIN)/python lab/labctl.py nodes --prefill $(PREFILL) --decode $(DECODE)
+
+lab-destroy:
+	$(PYTHON) lab/labctl.py destroy
 
 INVENTORY ?= inventories/gb200
 RENDER_DIR ?= render

