@@ -3,6 +3,7 @@
 
     labctl.py up [--prefill N] [--decode M]   build what is missing, start nodes, run site.yml
     labctl.py nodes [--prefill N] [--decode M] only build and start the nodes
+    labctl.py assets                           only build image, wheelhouse and model (molecule)
     labctl.py destroy                          remove nodes and the network
     labctl.py status
 
@@ -69,10 +70,15 @@ def image_name() -> str:
     return f"localhost/pd-lab-node:bookworm-{digest}"
 
 
+CURRENT_IMAGE = "localhost/pd-lab-node:current"
+
+
 def ensure_image() -> str:
+    """Build the node image if missing; tag it CURRENT_IMAGE (molecule uses that name)."""
     image = image_name()
     if podman("image", "exists", image, check=False).returncode == 0:
         step(f"node image {image} present")
+        podman("tag", image, CURRENT_IMAGE)
         return image
     rootfs = STATE / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
@@ -93,6 +99,7 @@ def ensure_image() -> str:
                    env=ENV, capture_output=True)
     tar.wait()
     shutil.rmtree(rootfs, ignore_errors=True)
+    podman("tag", image, CURRENT_IMAGE)
     return image
 
 
@@ -243,7 +250,7 @@ def destroy() -> None:
 
 def main(argv: list[str]) -> int:
     cli = argparse.ArgumentParser(description="vllm-pd-ansible lab")
-    cli.add_argument("command", choices=("up", "nodes", "destroy", "status", "inventory-args"))
+    cli.add_argument("command", choices=("up", "nodes", "assets", "destroy", "status", "inventory-args"))
     cli.add_argument("--prefill", type=int, default=1)
     cli.add_argument("--decode", type=int, default=1)
     opts = cli.parse_args(argv)
@@ -262,6 +269,9 @@ def main(argv: list[str]) -> int:
     ensure_host_packages()
     ensure_wheelhouse()
     ensure_model()
+    if opts.command == "assets":
+        ensure_image()
+        return 0
     converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":
         return 0
