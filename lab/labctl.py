@@ -271,6 +271,8 @@ def main(argv: list[str]) -> int:
     ensure_model()
     if opts.command == "assets":
         ensure_image()
+        # Host directory the model_weights scenario shares between its nodes.
+        (STATE / "molecule-shared").mkdir(parents=True, exist_ok=True)
         return 0
     converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":
