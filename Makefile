@@ -14,7 +14,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv lint syntax unit parser-test test-fast test bench render clean lab lab-nodes lab-destroy
+.PHONY: help venv vllm-venv lint syntax unit parser-test molecule test-fast test bench render clean lab lab-nodes lab-destroy
+MOLECULE_SCENARIOS := preflight model_weights vllm
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
@@ -65,10 +66,20 @@ parser-test: venv vllm-venv
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
 		$(BIN)/pytest -m vllm_parser tests
 
+# Molecule scenarios on lab nodes (builds the node image, wheelhouse and tiny
+# model first; they are reused afterwards).
+molecule: venv vllm-venv
+	$(BIN)/python lab/labctl.py assets
+	@for scenario in $(MOLECULE_SCENARIOS); do \
+		echo "== molecule test -s $$scenario"; \
+		$(BIN)/molecule test -s $$scenario || exit 1; \
+	done
+
 test-fast: lint unit
 
-# Everything: lint, unit, and the real-parser tests (which must not skip here).
-test: lint vllm-venv
+# Everything: lint, molecule, then unit, playbook and real-parser tests (which
+# must not skip here); pytest's summary is the last line.
+test: lint vllm-venv molecule
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
 		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/pytest tests
 
