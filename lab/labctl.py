@@ -241,7 +241,9 @@ def destroy() -> None:
         step(f"removing node {name}")
         podman("rm", "-f", "-t", "10", name)
     if podman("network", "exists", NETWORK, check=False).returncode == 0:
-        podman("network", "rm", NETWORK)
+        removed = podman("network", "rm", NETWORK, check=False)
+        if removed.returncode:
+            raise SystemExit(f"could not remove network {NETWORK}: {removed.stderr.strip()}")
     scale = STATE / "inventory" / "scale.yml"
     if scale.exists():
         scale.unlink()
