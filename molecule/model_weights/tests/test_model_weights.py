@@ -27,3 +27,10 @@ def test_files_readable_by_the_workers(host, name):
 
 def test_no_partial_files_left(host):
     assert host.run("ls /models/tiny-llama | grep -c partial").stdout.strip() == "0"
+
+
+def test_local_stage_copy_verified_on_each_node(host):
+    result = host.run("/usr/local/sbin/pd-model-sync verify /var/lib/pd-models/tiny-llama --manifest SHA256SUMS.json")
+    assert result.rc == 0, result.stdout
+    shared = host.file("/models/tiny-llama/model.safetensors").sha256sum
+    assert host.file("/var/lib/pd-models/tiny-llama/model.safetensors").sha256sum == shared
