@@ -1,0 +1,56 @@
+"""The lab's scaled inventory: inventories/lab plus generated hosts plan as expected."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+
+from conftest import BIN, ENV, ROOT
+from pd_planner import build_plan
+from pd_planner.inventory import spec_from_inventory
+
+
+def _labctl(tmp_path):
+    spec = importlib.util.spec_from_file_location("labctl", ROOT / "lab" / "labctl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.STATE = tmp_path
+    return module
+
+
+def _plan(args: list[str]) -> dict:
+    out = subprocess.run([str(BIN / "ansible-inventory"), *args, "--list"], capture_output=True, text=True,
+                         env=ENV, cwd=ROOT, check=True).stdout
+    data = json.loads(out)
+    hostvars = data["_meta"]["hostvars"]
+    groups = {name: body.get("hosts", []) for name, body in data.items() if name != "_meta"}
+    return build_plan(spec_from_inventory(groups, lambda h, v: hostvars.get(h, {}).get(v)))
+
+
+def test_default_shape_is_the_committed_inventory(tmp_path):
+    labctl = _labctl(tmp_path)
+    assert labctl.inventory_args(1, 1) == ["-i", str(ROOT / "inventories" / "lab")]
+
+
+def test_scaled_shape_appends_hosts_that_inherit_the_lab_group_vars(tmp_path):
+    labctl = _labctl(tmp_path)
+    args = labctl.inventory_args(2, 2)
+    assert args[-1] == str(tmp_path / "inventory" / "scale.yml")
+    plan = _plan(args)
+    names = [(i["name"], i["nodes"][0]["host"], i["nodes"][0]["address"]) for i in plan["instances"]]
+    assert names == [("prefill-0", "lab-prefill-0", "10.89.60.11"), ("prefill-1", "lab-prefill-1", "10.89.60.12"),
+                     ("decode-0", "lab-decode-0", "10.89.60.21"), ("decode-1", "lab-decode-1", "10.89.60.22")]
+    # The original instances are unchanged by the scale-out (same files on their nodes).
+    base = {i["name"]: i for i in _plan(labctl.inventory_args(1, 1))["instances"]}
+    grown = {i["name"]: i for i in plan["instances"]}
+    for name in ("prefill-0", "decode-0"):
+        assert grown[name]["nodes"][0]["serve_args"] == base[name]["nodes"][0]["serve_args"]
+        assert grown[name]["nodes"][0]["env"] == base[name]["nodes"][0]["env"]
+
+
+def test_shrinking_back_removes_the_generated_hosts(tmp_path):
+    labctl = _labctl(tmp_path)
+    labctl.inventory_args(3, 1)
+    labctl.inventory_args(1, 1)
+    assert not (tmp_path / "inventory" / "scale.yml").exists()
