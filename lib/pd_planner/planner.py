@@ -516,10 +516,6 @@ def _claim(ports: dict, host: str, port: int, owner: str, unit: str) -> None:
     ports[host][port] = {"owner": owner, "unit": unit}
 
 
-def _addresses(spec: dict, hosts_needed: list[str], network) -> dict:
-    return {h: pick_address(h, spec["hosts"][h], network) for h in hosts_needed}
-
-
 def _groups(spec: dict) -> dict:
     groups = {k: list(v or []) for k, v in (spec.get("groups") or {}).items()}
     for name in (*POOLS, "router", "monitoring"):
@@ -572,7 +568,7 @@ def build_plan(spec: dict) -> dict:
     all_hosts = list(dict.fromkeys(h for g in ("prefill", "decode", "router", "monitoring") for h in groups[g]))
     raw_hosts = spec.get("hosts") or {}
     hosts = {h: normalize(raw_hosts.get(h), HOST_OPTIONS, f"host {h}") for h in all_hosts}
-    addresses = _addresses({"hosts": hosts}, all_hosts, network)
+    addresses = {h: pick_address(h, hosts[h], network) for h in all_hosts}
     ctx = {
         "connector": connector,
         "connector_info": connector_info,
