@@ -377,7 +377,8 @@ def _capacity(pool_name: str, pool: dict, profile: dict, model_profile: dict | N
 # ----------------------------------------------------------------------------
 # Argument lists
 # ----------------------------------------------------------------------------
-def _kv_transfer_config(ctx: dict, pool_name: str, pool: dict, instance: dict, leader_http: int) -> dict:
+def _kv_transfer_config(ctx: dict, pool_name: str, pool: dict, instance: dict, leader: dict) -> dict:
+    """The --kv-transfer-config of an instance; legacy fields come from its leader node."""
     connector = ctx["connector"]
     config: dict = {"kv_connector": connector, "kv_role": pool["kv_role"]}
     if pool["kv_buffer_device"]:
@@ -395,9 +396,9 @@ def _kv_transfer_config(ctx: dict, pool_name: str, pool: dict, instance: dict, l
         router = ctx["router_hosts"]
         extra.setdefault("proxy_ip", router[0]["address"])
         extra.setdefault("proxy_port", str(ctx["router"]["discovery_port"]))
-        extra.setdefault("http_port", str(leader_http))
+        extra.setdefault("http_port", str(leader["ports"]["http"]))
         extra.setdefault("send_type", "PUT_ASYNC")
-        config["kv_port"] = instance["ports"]["kv"]
+        config["kv_port"] = leader["ports"]["kv"]
         config["kv_buffer_size"] = pool["kv_buffer_size"] or "1e9"
         # Only releases before 0.32 accept these; P2pNccl exists only before 0.24.
         config["kv_rank"] = instance["kv_rank"]
@@ -787,8 +788,7 @@ def _instance(ctx, pool_name, pool, index, name, rank, total, placement, profile
         })
     leader = instance["nodes"][0]
     instance["url"] = f"http://{leader['address']}:{leader['ports']['http']}"
-    instance["kv_transfer_config"] = _kv_transfer_config(ctx, pool_name, pool, {
-        **instance, "ports": leader["ports"]}, leader["ports"]["http"])
+    instance["kv_transfer_config"] = _kv_transfer_config(ctx, pool_name, pool, instance, leader)
     for node in instance["nodes"]:
         node["serve_args"] = _serve_args(ctx, pool, instance, node)
         node["env"] = _node_env(ctx, pool, instance, node)
