@@ -190,14 +190,20 @@ def start_node(image: str, name: str, group: str, address: str, cores) -> None:
     shared = STATE / "shared"
     for path in (shared, STATE / "wheelhouse", STATE / "model-src"):
         path.mkdir(parents=True, exist_ok=True)
+    # SYS_ADMIN lets systemd in the node build the units' sandboxes
+    # (ProtectSystem, PrivateTmp) as on a real host; without it systemd
+    # silently skips them and the hardening would go untested.
     args = ["run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
             "--network", NETWORK, "--ip", address, "--systemd", "always",
-            "--runtime", "runc", "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=4096:4096",
-            "--tmpfs", "/tmp:rw,exec",
+            "--runtime", "runc", "--cap-add", "SYS_ADMIN",
+            "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=4096:4096",
+            "--tmpfs", "/tmp:rw,exec", "--shm-size", "1g",
             "-v", f"{shared}:/models", "-v", f"{STATE / 'wheelhouse'}:/srv/wheelhouse:ro",
             "-v", f"{STATE / 'model-src'}:/srv/model-src:ro"]
-    if cores:
-        args += ["--cpuset-cpus", ",".join(str(c) for c in cores)]
+    # No container cpuset: vLLM's CPU NIXL worker binds its KV thread to the
+    # last core of the NUMA node (read from /sys, which shows every core) and
+    # fails with EINVAL outside a cpuset. Compute threads are pinned per
+    # instance by VLLM_CPU_OMP_THREADS_BIND (pd_cpu_cores) instead.
     roles = ["router", "monitoring"] if group == "ctl" else []
     for role in roles:
         for publish in PUBLISHED[role]:

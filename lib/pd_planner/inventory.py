@@ -42,6 +42,9 @@ HOST_VARIABLES = {
 # Pool shape: group_vars/prefill.yml and group_vars/decode.yml.
 POOL_VARIABLE = "pd_pool"
 ROLE_GROUPS = ("prefill", "decode", "router", "monitoring")
+# Scale-in: hosts moved here leave the router, drain, and lose their units;
+# then they can be deleted from the inventory.
+RETIRED_GROUP = "retired"
 
 
 def _one_value(variable: str, hosts: list[str], read: Callable, scope: str):
@@ -61,7 +64,15 @@ def _one_value(variable: str, hosts: list[str], read: Callable, scope: str):
 
 def spec_from_inventory(groups: dict, read: Callable) -> dict:
     """Collect the planner's spec from groups and a per-host variable reader."""
+    retired = list(groups.get(RETIRED_GROUP) or [])
     groups = {g: list(groups.get(g) or []) for g in ROLE_GROUPS}
+    for group in ("prefill", "decode"):
+        both = [h for h in groups[group] if h in retired]
+        if both:
+            raise PlanError(
+                f"host {both[0]} is in groups {group} and {RETIRED_GROUP}: a retired host serves nothing "
+                f"and only has its instances drained and removed; take it out of {group}"
+            )
     hosts = list(dict.fromkeys(h for g in ROLE_GROUPS for h in groups[g]))
     if not hosts:
         raise PlanError(

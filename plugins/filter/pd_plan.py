@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
@@ -16,6 +15,7 @@ if os.path.normpath(_LIB) not in sys.path:
 
 from pd_planner import PlanError, build_plan  # noqa: E402
 from pd_planner.inventory import spec_from_inventory  # noqa: E402
+from pd_planner.values import plain as _plain  # noqa: E402
 
 DOCUMENTATION = r"""
 name: pd_plan
@@ -50,21 +50,6 @@ _value:
   description: The plan; see docs/plan.md for every key.
   type: dict
 """
-
-
-def _plain(value):
-    """Ansible's tagged values to plain Python types (stable equality, JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return str(value)
 
 
 class _HostvarsReader:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BIN, ENV, ROOT
+from specs import systemd_split
 
 pytestmark = pytest.mark.playbook
 
@@ -39,6 +40,36 @@ def test_render_gb200_writes_plan_and_prints_table(tmp_path):
     # The table is in the output, one line per node.
     assert "prefill-3  prefill  3/5      gb200-tray-02" in result.stdout
     assert "headless, dp start rank 4" in result.stdout
+
+
+def _exec_argv(unit_text: str) -> list[str]:
+    start = unit_text.index("ExecStart=") + len("ExecStart=")
+    end = unit_text.index("\nRestart=", start)
+    return systemd_split(unit_text[start:end])
+
+
+def test_render_gb200_writes_every_hosts_units_from_the_plan(tmp_path):
+    out = tmp_path / "render"
+    assert render(ROOT / "inventories" / "gb200", out).returncode == 0
+    plan = json.loads((out / "plan.json").read_text())
+    for instance in plan["instances"]:
+        for node in instance["nodes"]:
+            root = out / node["host"]
+            unit = (root / "etc/systemd/system" / f"{instance['unit']}.service").read_text()
+            # ExecStart is exactly vllm serve MODEL + the plan's argument list.
+            assert _exec_argv(unit) == ["/opt/vllm/0.33.0/bin/vllm", "serve", node["model"], *node["serve_args"]]
+            assert "After=network-online.target nvidia-imex.service" in unit
+            assert "LimitMEMLOCK=infinity" in unit and "User=vllm" in unit
+            env = (root / "etc/vllm" / f"{instance['unit']}.env").read_text()
+            for key, value in node["env"].items():
+                assert f"{key}={value}" in env
+    # The follower of the 8-GPU decode instance is headless; no stray units.
+    assert "--headless" in (out / "gb200-tray-04/etc/systemd/system/vllm-decode-0.service").read_text()
+    assert sorted(p.name for p in (out / "gb200-tray-01/etc/systemd/system").iterdir()) == [
+        "vllm-prefill-0.service", "vllm-prefill-1.service"]
+    router = (out / "cpu-ctl-01/etc/systemd/system/vllm-router.service").read_text()
+    assert _exec_argv(router)[1:-2] == plan["router"]["args"]
+    assert not (out / "cpu-ctl-01/etc/vllm-router").exists(), "the router env file may hold a key: never rendered"
 
 
 def test_render_is_idempotent(tmp_path):
