@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,16 +116,27 @@ def lab_hosts(prefill: int, decode: int) -> dict:
     return hosts
 
 
-def inventory_args(prefill: int, decode: int) -> list[str]:
-    """inventories/lab holds 1P+1D; a larger shape adds the extra hosts."""
+def node_spec(name: str) -> tuple:
+    """(group, address, cores) of any lab node name, e.g. lab-prefill-3."""
+    group, index = name.split("-")[1], int(name.rsplit("-", 1)[1])
+    return lab_hosts(index + 1 if group == "prefill" else 1, index + 1 if group == "decode" else 1)[name]
+
+
+def inventory_args(prefill: int, decode: int, retiring: list[str] | None = None) -> list[str]:
+    """inventories/lab holds 1P+1D; a larger shape adds the extra hosts, and
+    nodes on their way out sit in the `retired` group for one run (they
+    leave the router, drain, and lose their units)."""
     args = ["-i", str(ROOT / "inventories" / "lab")]
     extra = {name: spec for name, spec in lab_hosts(prefill, decode).items()
              if name not in ("lab-ctl", "lab-prefill-0", "lab-decode-0")}
     scale = STATE / "inventory" / "scale.yml"
-    if extra:
-        children: dict = {"prefill": {"hosts": {}}, "decode": {"hosts": {}}}
+    if extra or retiring:
+        children: dict = {"prefill": {"hosts": {}}, "decode": {"hosts": {}}, "retired": {"hosts": {}}}
         for name, (group, address, cores) in extra.items():
             children[group]["hosts"][name] = {"pd_address": address, "pd_cpu_cores": cores}
+        for name in retiring or []:
+            _, address, cores = node_spec(name)
+            children["retired"]["hosts"][name] = {"pd_address": address, "pd_cpu_cores": cores}
         scale.parent.mkdir(parents=True, exist_ok=True)
         scale.write_text(json.dumps({"all": {"children": children}}, indent=2) + "\n")
         args += ["-i", str(scale)]
@@ -163,9 +175,9 @@ def ensure_model() -> None:
         path.chmod(0o644)
 
 
-def converge(prefill: int, decode: int) -> int:
+def converge(prefill: int, decode: int, retiring: list[str] | None = None) -> int:
     started = time.monotonic()
-    inventory = inventory_args(prefill, decode)
+    inventory = inventory_args(prefill, decode, retiring)
     step(f"running playbooks/site.yml ({' '.join(inventory)})")
     playbook = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run([str(playbook), str(ROOT / "playbooks" / "site.yml"), *inventory], env=ENV, cwd=ROOT,
@@ -222,14 +234,13 @@ def wait_systemd(name: str, timeout: float = 60) -> None:
     raise SystemExit(f"node {name}: systemd did not come up ({state!r} after {timeout:.0f} s)")
 
 
-def converge_nodes(prefill: int, decode: int) -> None:
+def converge_nodes(prefill: int, decode: int) -> list[str]:
+    """Start the wanted nodes; return the existing ones the shape drops
+    (removed only after site.yml has drained them)."""
     image = ensure_image()
     ensure_network()
     wanted = lab_hosts(prefill, decode)
-    for name in running_nodes():
-        if name not in wanted:
-            step(f"removing node {name}")
-            podman("rm", "-f", "-t", "30", name)
+    retiring = [name for name in running_nodes() if name not in wanted]
     for name, (group, address, cores) in wanted.items():
         if podman("container", "exists", name, check=False).returncode == 0:
             if podman("inspect", "-f", "{{.State.Running}}", name).stdout.strip() != "true":
@@ -239,7 +250,29 @@ def converge_nodes(prefill: int, decode: int) -> None:
         start_node(image, name, group, address, cores)
     for name in wanted:
         wait_systemd(name)
-    step(f"nodes up: {', '.join(wanted)}")
+    step(f"nodes up: {', '.join(wanted)}" + (f"; retiring: {', '.join(retiring)}" if retiring else ""))
+    return retiring
+
+
+def remove_nodes(names: list[str]) -> None:
+    for name in names:
+        step(f"removing node {name}")
+        podman("rm", "-f", "-t", "30", name)
+
+
+def first_completion(started: float, timeout: float = 120) -> None:
+    """One chat completion through the router's published port."""
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello!"}],
+                       "max_tokens": 8}).encode()
+    request = urllib.request.Request("http://127.0.0.1:8000/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            reply = json.loads(answer.read())
+    except OSError as exc:
+        raise SystemExit(f"the router did not answer at http://127.0.0.1:8000/v1: {exc}") from None
+    step(f"first completion through the router {time.monotonic() - started:.0f} s after start: "
+         f"{reply['choices'][0]['message']['content']!r}")
 
 
 def destroy() -> None:
@@ -282,16 +315,21 @@ def main(argv: list[str]) -> int:
         # Host directory the model_weights scenario shares between its nodes.
         (STATE / "molecule-shared").mkdir(parents=True, exist_ok=True)
         return 0
-    converge_nodes(opts.prefill, opts.decode)
+    retiring = converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":
         return 0
-    rc = converge(opts.prefill, opts.decode)
+    rc = converge(opts.prefill, opts.decode, retiring)
     if rc:
         return rc
+    if retiring:
+        remove_nodes(retiring)
+        inventory_args(opts.prefill, opts.decode)
     step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
+    first_completion(started)
     print("  nodes:      podman ps --filter label=" + LABEL)
-    print("  router API: http://127.0.0.1:8000/v1   (served by the serving stage once it lands)")
-    print("  Prometheus: http://127.0.0.1:9090      (served by the monitoring stage once it lands)")
+    print("  router API: http://127.0.0.1:8000/v1")
+    print("  verify:     .venv/bin/ansible-playbook playbooks/verify.yml "
+          + " ".join(inventory_args(opts.prefill, opts.decode)))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A changed worker set can reach a running router through its API instead of
 a restart. These helpers tell the two kinds of change apart from the
-rendered unit text, and read the router's own /list_workers answer.
+rendered unit text, and read the router's own /workers answer.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def unit_settings(unit_text: str) -> str:
 
 
 def listed_workers(answer) -> dict[str, list[str]]:
-    """{"prefill": [urls], "decode": [urls]} from GET /list_workers."""
+    """{"prefill": [urls], "decode": [urls]} from GET /workers
+    ({"workers": [{"url", "worker_type"}, ...]}; /list_workers has no types)."""
     found: dict[str, list[str]] = {"prefill": [], "decode": []}
     workers = answer.get("workers", answer) if isinstance(answer, Mapping) else answer
     if isinstance(workers, Mapping):

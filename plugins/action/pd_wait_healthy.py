@@ -113,8 +113,8 @@ class ActionModule(ActionBase):
                 restarted = (int(state.get("NRestarts") or 0) > int(initial.get("NRestarts") or 0)
                              or state.get("SubState") == "auto-restart")
                 # Right after a no-block (re)start the unit may still read inactive.
-                stopped = state.get("ActiveState") == "failed" or (state.get("ActiveState") == "inactive"
-                                                                   and elapsed > 3 * interval)
+                stopped = (state.get("ActiveState") == "failed" and elapsed > interval) or (
+                    state.get("ActiveState") == "inactive" and elapsed > 3 * interval)
                 if stopped or restarted:
                     what = "crashed and is restarting" if restarted else state.get("ActiveState")
                     return self._fail(result, f"{name}: unit {unit} {what} on {delegated} after {elapsed:.0f} s "

@@ -19,7 +19,7 @@ version_added: "1.0.0"
 description:
   - Returns C({"prefill": [...], "decode": [...]}), sorted. The same file holds
     C(pd_router_unit_settings) (the unit without worker lines and comments) and
-    C(pd_router_listed_workers) (the same shape from the router's C(/list_workers)).
+    C(pd_router_listed_workers) (the same shape from the router's C(/workers)).
 options:
   _input:
     description: The unit file's text.

@@ -54,3 +54,26 @@ def test_shrinking_back_removes_the_generated_hosts(tmp_path):
     labctl.inventory_args(3, 1)
     labctl.inventory_args(1, 1)
     assert not (tmp_path / "inventory" / "scale.yml").exists()
+
+
+def test_scale_in_puts_leaving_nodes_in_retired_for_one_run(tmp_path):
+    labctl = _labctl(tmp_path)
+    args = labctl.inventory_args(1, 1, retiring=["lab-prefill-1"])
+    out = subprocess.run([str(BIN / "ansible-inventory"), *args, "--list"], capture_output=True, text=True,
+                         env=ENV, cwd=ROOT, check=True).stdout
+    data = json.loads(out)
+    assert data["retired"]["hosts"] == ["lab-prefill-1"]
+    assert data["_meta"]["hostvars"]["lab-prefill-1"]["pd_address"] == "10.89.60.12"
+    # The plan no longer has the retired host's instance.
+    plan = _plan(args)
+    assert [i["name"] for i in plan["instances"]] == ["prefill-0", "decode-0"]
+    assert "lab-prefill-1" not in plan["hosts"]
+
+
+def test_a_host_both_serving_and_retired_is_a_plan_error():
+    import pytest
+    from pd_planner import PlanError
+
+    groups = {"prefill": ["a"], "decode": ["b"], "router": ["c"], "monitoring": ["c"], "retired": ["a"]}
+    with pytest.raises(PlanError, match="host a is in groups prefill and retired"):
+        spec_from_inventory(groups, lambda h, v: None)

@@ -30,6 +30,11 @@ def _unit_of(pid: str) -> str:
     return ""
 
 
+def _active(unit: str) -> bool:
+    result = subprocess.run(["systemctl", "is-active", "--quiet", f"{unit}.service"], check=False)
+    return result.returncode == 0
+
+
 def listeners() -> dict[int, list[tuple[str, str]]]:
     out = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout
     found: dict[int, list[tuple[str, str]]] = {}
@@ -58,6 +63,11 @@ def main(argv: list[str]) -> int:
     conflicts = []
     for entry in planned:
         for process, unit in current.get(entry["port"], []) or ([("unknown", "")] if entry["port"] in current else []):
+            if process == "unknown" and _active(entry["unit"]):
+                # ss could not name the holder (no CAP_SYS_PTRACE, e.g. in a
+                # container, hides other users' sockets) while the planned
+                # unit runs: a rerun, taken as the unit's own port.
+                continue
             if unit != entry["unit"]:
                 conflicts.append({"port": entry["port"], "unit": entry["unit"], "process": process,
                                   "holder": unit or "no systemd unit"})

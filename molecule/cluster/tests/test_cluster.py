@@ -1,0 +1,141 @@
+"""1P+1D+router in real systemd nodes: units, users, ports, sandbox, serving,
+verify.yml, and a rejected serve flag that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+WORKERS = {"mol-cl-p": ("vllm-prefill-0", 8100, "kv_producer"), "mol-cl-d": ("vllm-decode-0", 8200, "kv_consumer")}
+
+
+def controller_only(host):
+    # Controller-side tests run once, not once per node.
+    if host.backend.get_hostname() != "mol-cl-ctl":
+        pytest.skip("runs once, from the controller")
+
+
+def address(host) -> str:
+    return host.ansible("setup", "gather_subset=network")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def main_pid(host, unit: str) -> int:
+    pid = int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+    assert pid > 0, f"{unit} has no main process"
+    return pid
+
+
+def chat(router: str, text: str = "Say hello.") -> dict:
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": text}],
+                       "max_tokens": 8}).encode()
+    request = urllib.request.Request(f"{router}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=90) as answer:
+        assert answer.status == 200
+        return json.loads(answer.read())
+
+
+def router_url(host) -> str:
+    ctl = host.get_host("mol-cl-ctl", ansible_inventory=str(INVENTORY / "ansible_inventory.yml"))
+    return f"http://{address(ctl)}:8000"
+
+
+def playbook(name: str, inventory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / name), "-i", str(inventory)],
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
+    name = host.backend.get_hostname()
+    if name not in WORKERS:
+        pytest.skip("worker nodes only")
+    unit, port, role = WORKERS[name]
+    service = host.service(unit)
+    assert service.is_running and service.is_enabled
+    pid = main_pid(host, unit)
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm"
+    argv = host.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
+    argv = [a.decode() for a in argv]
+    assert argv[:5] == ["/opt/vllm/0.32.0/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+                        "--model", "/models/tiny-llama"]
+    # The JSON argument survived systemd's parsing byte for byte.
+    config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
+    assert config == {"kv_buffer_device": "cpu", "kv_connector": "NixlConnector", "kv_role": role}
+    ip = address(host)
+    assert argv[argv.index("--host") + 1] == ip and argv[argv.index("--port") + 1] == str(port)
+    # Sandbox in force: the OS is read-only for the process, /tmp is private.
+    mounts = host.file(f"/proc/{pid}/mountinfo").content_string
+    assert any(line.split()[4] == "/usr" and " ro," in f" {line.split()[5]}," for line in mounts.splitlines())
+    assert host.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
+    env = host.file(f"/etc/vllm/{unit}.env")
+    assert env.user == "root" and env.group == "vllm" and env.mode == 0o640
+    assert f"VLLM_NIXL_SIDE_CHANNEL_HOST={ip}" in env.content_string
+    # Bound to the cluster address only, never 0.0.0.0.
+    assert host.socket(f"tcp://{ip}:{port}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_router_unit_user_ports_and_secret_file(host):
+    if host.backend.get_hostname() != "mol-cl-ctl":
+        pytest.skip("router node only")
+    assert host.service("vllm-router").is_running and host.service("vllm-router").is_enabled
+    pid = main_pid(host, "vllm-router")
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm-router"
+    ip = address(host)
+    assert host.socket(f"tcp://{ip}:8000").is_listening
+    assert host.socket(f"tcp://{ip}:29000").is_listening
+    env = host.file("/etc/vllm-router/router.env")
+    assert env.user == "root" and env.mode == 0o600
+    assert host.file("/etc/vllm-router").mode == 0o700
+    metrics = host.check_output(f"curl -sf http://{ip}:29000/metrics")
+    assert "vllm_router" in metrics
+
+
+def test_a_request_through_the_router_is_served_by_both_pools(host):
+    controller_only(host)
+    answer = chat(router_url(host))
+    assert answer["choices"][0]["message"]["content"]
+    # The router's request id names the prefill and the decode instance.
+    assert "___prefill_addr_" in answer["id"] and "___decode_addr_" in answer["id"]
+
+
+def test_verify_playbook_passes(host):
+    controller_only(host)
+    result = playbook("verify.yml", INVENTORY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "OK: both requests served" in result.stdout
+    assert "prompt tokens of KV moved by NixlConnector" in result.stdout
+
+
+def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, tmp_path):
+    controller_only(host)
+    prefill = host.get_host("mol-cl-p", ansible_inventory=str(INVENTORY / "ansible_inventory.yml"))
+    started = prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0")
+    unit_before = prefill.file("/etc/systemd/system/vllm-prefill-0.service").content_string
+    broken = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, broken)
+    pool_file = broken / "group_vars" / "prefill"
+    pool = yaml.safe_load(pool_file.read_text())
+    pool["pd_pool"]["extra_args"]["--no-such-flag"] = 1
+    pool_file.write_text(yaml.safe_dump(pool))
+    result = playbook("site.yml", broken)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "prefill-0 on mol-cl-p: the installed vLLM rejects the new arguments" in out
+    assert "--no-such-flag" in out
+    # Nothing changed on the node and the instance kept running.
+    assert prefill.file("/etc/systemd/system/vllm-prefill-0.service").content_string == unit_before
+    assert prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0") == started
+    assert prefill.service("vllm-prefill-0").is_running
+    time.sleep(1)
+    assert chat(router_url(host))["choices"][0]["message"]["content"]

@@ -1,0 +1,111 @@
+"""Rerun to scale: 1P+1D -> 2P+1D -> 1P+1D under a steady request loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+INVENTORY = INVENTORY_FILE.parent
+ORIGINAL = {"mol-sc-p0": "vllm-prefill-0", "mol-sc-d0": "vllm-decode-0"}
+
+
+class Load(threading.Thread):
+    """Sequential chat requests through the router until stopped."""
+
+    def __init__(self, router: str):
+        super().__init__(daemon=True)
+        self.router, self.stop, self.ok, self.failed = router, threading.Event(), 0, []
+
+    def run(self):
+        body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": "Count to three."}],
+                           "max_tokens": 8}).encode()
+        while not self.stop.is_set():
+            request = urllib.request.Request(f"{self.router}/v1/chat/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=90) as answer:
+                    json.loads(answer.read())["choices"][0]["message"]["content"]
+                    self.ok += 1
+            except Exception as exc:
+                self.failed.append(f"{time.strftime('%H:%M:%S')} {exc}")
+            time.sleep(0.2)
+
+
+def node(host, name: str):
+    return host.get_host(name, ansible_inventory=str(INVENTORY_FILE))
+
+
+def address(target) -> str:
+    return target.ansible("setup", "gather_subset=network")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def started_at(target, unit: str) -> str:
+    return target.check_output(f"systemctl show -p ActiveEnterTimestamp --value {unit}")
+
+
+def router_workers(router: str) -> dict:
+    with urllib.request.urlopen(f"{router}/workers", timeout=10) as answer:
+        workers = json.loads(answer.read())["workers"]
+    found = {"prefill": [], "decode": []}
+    for worker in workers:
+        found[worker["worker_type"]].append(worker["url"])
+    return {kind: sorted(urls) for kind, urls in found.items()}
+
+
+def site(tmp_path: Path, group: str, name: str) -> subprocess.CompletedProcess:
+    extra = tmp_path / f"{group}.yml"
+    extra.write_text(json.dumps({"all": {"children": {group: {"hosts": {"mol-sc-p1": {}}}}}}))
+    return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "site.yml"), "-i", str(INVENTORY),
+                           "-i", str(extra)], capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def test_scale_out_then_in_under_load(host, tmp_path):
+    if host.backend.get_hostname() != "mol-sc-ctl":
+        pytest.skip("runs once, from the controller")
+    router = f"http://{address(node(host, 'mol-sc-ctl'))}:8000"
+    p0, p1, d0 = (node(host, n) for n in ("mol-sc-p0", "mol-sc-p1", "mol-sc-d0"))
+    url = {n: f"http://{address(node(host, n))}:{8200 if 'd0' in n else 8100}" for n in ("mol-sc-p0", "mol-sc-p1",
+                                                                                           "mol-sc-d0")}
+    assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
+    before = {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()}
+
+    # Scale out: the spare joins prefill.
+    load = Load(router)
+    load.start()
+    out = site(tmp_path, "prefill", "mol-sc-p1")
+    load.stop.set()
+    load.join(120)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    print(f"scale-out: {load.ok} requests served, {len(load.failed)} failed during the run")
+    assert not load.failed, load.failed[:5]
+    assert load.ok > 0
+    assert p1.service("vllm-prefill-1").is_running
+    assert router_workers(router) == {"prefill": sorted([url["mol-sc-p0"], url["mol-sc-p1"]]),
+                                      "decode": [url["mol-sc-d0"]]}
+    assert {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()} == before
+
+    # Scale in: the node moves to `retired`; it leaves the router, drains, and its files go.
+    load = Load(router)
+    load.start()
+    out = site(tmp_path, "retired", "mol-sc-p1")
+    load.stop.set()
+    load.join(120)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    print(f"scale-in: {load.ok} requests served, {len(load.failed)} failed during the run")
+    assert not load.failed, load.failed[:5]
+    assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
+    assert not p1.file("/etc/systemd/system/vllm-prefill-1.service").exists
+    assert not p1.file("/etc/vllm/vllm-prefill-1.env").exists
+    assert p1.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
+    assert not p0.file("/etc/systemd/system/vllm-prefill-1.service").exists
+    assert {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()} == before
+    del d0
