@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
 .PHONY: help venv vllm-venv lint syntax unit parser-test molecule test-fast test bench render clean lab lab-nodes lab-destroy
-MOLECULE_SCENARIOS := preflight model_weights vllm
+MOLECULE_SCENARIOS := preflight model_weights cluster scale
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"

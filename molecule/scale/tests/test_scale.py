@@ -5,39 +5,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
-import time
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+sys.path.insert(0, str(ROOT / "bench"))
+from loadgen import Load  # noqa: E402
+
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 INVENTORY = INVENTORY_FILE.parent
 ORIGINAL = {"mol-sc-p0": "vllm-prefill-0", "mol-sc-d0": "vllm-decode-0"}
-
-
-class Load(threading.Thread):
-    """Sequential chat requests through the router until stopped."""
-
-    def __init__(self, router: str):
-        super().__init__(daemon=True)
-        self.router, self.stop, self.ok, self.failed = router, threading.Event(), 0, []
-
-    def run(self):
-        body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": "Count to three."}],
-                           "max_tokens": 8}).encode()
-        while not self.stop.is_set():
-            request = urllib.request.Request(f"{self.router}/v1/chat/completions", data=body,
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=90) as answer:
-                    json.loads(answer.read())["choices"][0]["message"]["content"]
-                    self.ok += 1
-            except Exception as exc:
-                self.failed.append(f"{time.strftime('%H:%M:%S')} {exc}")
-            time.sleep(0.2)
 
 
 def node(host, name: str):
@@ -61,7 +41,7 @@ def router_workers(router: str) -> dict:
     return {kind: sorted(urls) for kind, urls in found.items()}
 
 
-def site(tmp_path: Path, group: str, name: str) -> subprocess.CompletedProcess:
+def site(tmp_path: Path, group: str) -> subprocess.CompletedProcess:
     extra = tmp_path / f"{group}.yml"
     extra.write_text(json.dumps({"all": {"children": {group: {"hosts": {"mol-sc-p1": {}}}}}}))
     return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "site.yml"), "-i", str(INVENTORY),
@@ -72,7 +52,7 @@ def test_scale_out_then_in_under_load(host, tmp_path):
     if host.backend.get_hostname() != "mol-sc-ctl":
         pytest.skip("runs once, from the controller")
     router = f"http://{address(node(host, 'mol-sc-ctl'))}:8000"
-    p0, p1, d0 = (node(host, n) for n in ("mol-sc-p0", "mol-sc-p1", "mol-sc-d0"))
+    p0, p1 = node(host, "mol-sc-p0"), node(host, "mol-sc-p1")
     url = {n: f"http://{address(node(host, n))}:{8200 if 'd0' in n else 8100}" for n in ("mol-sc-p0", "mol-sc-p1",
                                                                                            "mol-sc-d0")}
     assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
@@ -81,11 +61,10 @@ def test_scale_out_then_in_under_load(host, tmp_path):
     # Scale out: the spare joins prefill.
     load = Load(router)
     load.start()
-    out = site(tmp_path, "prefill", "mol-sc-p1")
-    load.stop.set()
-    load.join(120)
+    out = site(tmp_path, "prefill")
+    load.finish()
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    print(f"scale-out: {load.ok} requests served, {len(load.failed)} failed during the run")
+    print(f"scale-out: {load.summary()}")
     assert not load.failed, load.failed[:5]
     assert load.ok > 0
     assert p1.service("vllm-prefill-1").is_running
@@ -96,11 +75,10 @@ def test_scale_out_then_in_under_load(host, tmp_path):
     # Scale in: the node moves to `retired`; it leaves the router, drains, and its files go.
     load = Load(router)
     load.start()
-    out = site(tmp_path, "retired", "mol-sc-p1")
-    load.stop.set()
-    load.join(120)
+    out = site(tmp_path, "retired")
+    load.finish()
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    print(f"scale-in: {load.ok} requests served, {len(load.failed)} failed during the run")
+    print(f"scale-in: {load.summary()}")
     assert not load.failed, load.failed[:5]
     assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
     assert not p1.file("/etc/systemd/system/vllm-prefill-1.service").exists
@@ -108,4 +86,3 @@ def test_scale_out_then_in_under_load(host, tmp_path):
     assert p1.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
     assert not p0.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()} == before
-    del d0

@@ -1,8 +1,16 @@
-"""The vllm role's result on a lab node, checked from inside it."""
+"""The vllm role's result on the worker nodes, checked from inside them."""
 
 import json
 
+import pytest
+
 VENV = "/opt/vllm/0.32.0"
+
+
+@pytest.fixture(autouse=True)
+def _workers_only(host):
+    if host.backend.get_hostname() == "mol-cl-ctl":
+        pytest.skip("vLLM is installed on the worker nodes only")
 
 
 def test_unprivileged_system_user(host):
