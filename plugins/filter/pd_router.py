@@ -17,7 +17,7 @@ name: pd_router_unit_workers
 short_description: The prefill and decode worker URLs of a rendered vllm-router unit
 version_added: "1.0.0"
 description:
-  - Returns C({"prefill": [...], "decode": [...]}), sorted. The same file holds
+  - Returns a dict with the sorted C(prefill) and C(decode) URL lists. The same file holds
     C(pd_router_unit_settings) (the unit without worker lines and comments) and
     C(pd_router_listed_workers) (the same shape from the router's C(/workers)).
 options:

@@ -46,7 +46,7 @@ def chat(router: str, text: str = "Say hello.") -> dict:
 
 
 def router_url(host) -> str:
-    ctl = host.get_host("mol-cl-ctl", ansible_inventory=str(INVENTORY / "ansible_inventory.yml"))
+    ctl = host.get_host("ansible://mol-cl-ctl", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     return f"http://{address(ctl)}:8000"
 
 
@@ -119,12 +119,12 @@ def test_verify_playbook_passes(host):
 
 def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, tmp_path):
     controller_only(host)
-    prefill = host.get_host("mol-cl-p", ansible_inventory=str(INVENTORY / "ansible_inventory.yml"))
+    prefill = host.get_host("ansible://mol-cl-p", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     started = prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0")
     unit_before = prefill.file("/etc/systemd/system/vllm-prefill-0.service").content_string
     broken = tmp_path / "inventory"
     shutil.copytree(INVENTORY, broken)
-    pool_file = broken / "group_vars" / "prefill"
+    pool_file = next(p for p in (broken / "group_vars").iterdir() if p.name.split(".")[0] == "prefill")
     pool = yaml.safe_load(pool_file.read_text())
     pool["pd_pool"]["extra_args"]["--no-such-flag"] = 1
     pool_file.write_text(yaml.safe_dump(pool))

@@ -21,7 +21,7 @@ ORIGINAL = {"mol-sc-p0": "vllm-prefill-0", "mol-sc-d0": "vllm-decode-0"}
 
 
 def node(host, name: str):
-    return host.get_host(name, ansible_inventory=str(INVENTORY_FILE))
+    return host.get_host(f"ansible://{name}", ansible_inventory=str(INVENTORY_FILE))
 
 
 def address(target) -> str:
