@@ -43,9 +43,13 @@ def test_render_gb200_writes_plan_and_prints_table(tmp_path):
 
 
 def _exec_argv(unit_text: str) -> list[str]:
-    start = unit_text.index("ExecStart=") + len("ExecStart=")
-    end = unit_text.index("\nRestart=", start)
-    return systemd_split(unit_text[start:end])
+    lines = unit_text[unit_text.index("ExecStart=") + len("ExecStart="):].splitlines()
+    value = []
+    for line in lines:
+        value.append(line)
+        if not line.endswith("\\"):
+            break
+    return systemd_split("\n".join(value))
 
 
 def test_render_gb200_writes_every_hosts_units_from_the_plan(tmp_path):
