@@ -801,6 +801,15 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
     mode = ctx["connector_info"]["router_mode"]
     prefill = [i for i in instances if i["role"] == "prefill"]
     decode = [i for i in instances if i["role"] == "decode"]
+    for pool, members in (("prefill", prefill), ("decode", decode)):
+        policy = router[f"{pool}_policy"] or router["policy"]
+        # vllm-router refuses to start otherwise ("Power-of-two policy for
+        # decode requires at least 2 decode workers").
+        if policy == "power_of_two" and len(members) < 2:
+            raise PlanError(
+                f"pd_router.{pool}_policy power_of_two needs at least 2 {pool} instances, the plan has "
+                f"{len(members)}: use round_robin, cache_aware or random for this pool"
+            )
     hosts = []
     for host in groups["router"]:
         address = addresses[host]

@@ -90,7 +90,7 @@ ROUTER_OPTIONS: dict[str, tuple] = {
     "discovery_port": (INT, 30001, "ZMQ discovery port (legacy P2pNcclConnector only)"),
     "policy": (STR, "round_robin", "default policy"),
     "prefill_policy": (STR, "cache_aware", "--prefill-policy"),
-    "decode_policy": (STR, "power_of_two", "--decode-policy"),
+    "decode_policy": (STR, "round_robin", "--decode-policy (power_of_two needs 2+ decode instances)"),
     "health_check_interval_secs": (INT, 10, "--health-check-interval-secs"),
     "health_check_endpoint": (STR, "/health", "--health-check-endpoint"),
     "worker_startup_timeout_secs": (INT, 1800, "--worker-startup-timeout-secs"),

@@ -219,6 +219,11 @@ def test_unknown_router_policy():
     _fails(make_spec(router={"decode_policy": "fastest"}), "pd_router.decode_policy 'fastest'", "power_of_two")
 
 
+def test_power_of_two_with_one_instance_in_the_pool():
+    _fails(make_spec(1, 2, router={"decode_policy": "power_of_two"}),
+           "pd_router.decode_policy power_of_two needs at least 2 decode instances, the plan has 1", "round_robin")
+
+
 def test_version_that_is_not_a_release():
     _fails(make_spec(vllm_version="latest"), "pd_vllm_version is 'latest'")
 
