@@ -75,7 +75,9 @@ def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
     assert argv[argv.index("--host") + 1] == ip and argv[argv.index("--port") + 1] == str(port)
     # Sandbox in force: the OS is read-only for the process, /tmp is private.
     mounts = host.file(f"/proc/{pid}/mountinfo").content_string
-    assert any(line.split()[4] == "/usr" and " ro," in f" {line.split()[5]}," for line in mounts.splitlines())
+    options = {line.split()[4]: line.split()[5].split(",") for line in mounts.splitlines()}
+    assert "ro" in options["/"], options["/"]
+    assert "rw" in options["/var/lib/vllm"], options.get("/var/lib/vllm")
     assert host.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
     env = host.file(f"/etc/vllm/{unit}.env")
     assert env.user == "root" and env.group == "vllm" and env.mode == 0o640
