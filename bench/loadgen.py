@@ -1,5 +1,6 @@
-"""A steady request loop through the router, counting what fails (used by
-bench/scale_load.py and the molecule scale scenario)."""
+"""Chat requests against a live deployment: one-off (`post`, `chat_body`, used
+by bench/serving_bench.py) and a steady loop counting what fails (`Load`,
+used by bench/scale_load.py and the molecule scale scenario)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import json
 import threading
 import time
 import urllib.request
+
+
+def post(url: str, body: dict, timeout: float = 120) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def chat_body(model: str, max_tokens: int, prompt: str, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, **extra}
 
 
 class Load(threading.Thread):
@@ -19,16 +30,13 @@ class Load(threading.Thread):
         self.ok, self.failed, self.latencies = 0, [], []
 
     def run(self):
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": "Count to three."}],
-                           "max_tokens": 8}).encode()
+        body = chat_body(self.model, 8, "Count to three.")
         while not self.stop_event.is_set():
-            request = urllib.request.Request(f"{self.router}/v1/chat/completions", data=body,
-                                             headers={"Content-Type": "application/json"})
             started = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                    if not json.loads(answer.read())["choices"][0]["message"]["content"]:
-                        raise ValueError("empty completion")
+                answer = post(f"{self.router}/v1/chat/completions", body, self.timeout)
+                if not answer["choices"][0]["message"]["content"]:
+                    raise ValueError("empty completion")
                 self.ok += 1
                 self.latencies.append(time.perf_counter() - started)
             except Exception as exc:

@@ -24,41 +24,36 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import chat_body, post
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "What is the time complexity of quicksort in the average case? Explain briefly."
 
 
-def post(url: str, body: dict, timeout: float = 120) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.loads(answer.read())
-
-
-def chat_body(model: str, max_tokens: int) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
-            "temperature": 0}
+def chat(model: str, max_tokens: int) -> dict:
+    return chat_body(model, max_tokens, PROMPT, temperature=0)
 
 
 def via_router(plan: dict, model: str, max_tokens: int) -> None:
-    post(plan["router"]["url"] + "/v1/chat/completions", chat_body(model, max_tokens))
+    post(plan["router"]["url"] + "/v1/chat/completions", chat(model, max_tokens))
 
 
 def direct(plan: dict, model: str, max_tokens: int) -> None:
     prefill, decode = plan["router"]["prefill_urls"][0], plan["router"]["decode_urls"][0]
-    first = chat_body(model, 1)
+    first = chat(model, 1)
     first["kv_transfer_params"] = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
                                    "remote_block_ids": None, "remote_host": None, "remote_port": None}
     answer = post(prefill + "/v1/chat/completions", first)
-    second = chat_body(model, max_tokens)
+    second = chat(model, max_tokens)
     second["kv_transfer_params"] = answer.get("kv_transfer_params")
     post(decode + "/v1/chat/completions", second)
 
 
 def single(plan: dict, model: str, max_tokens: int) -> None:
-    post(plan["router"]["decode_urls"][0] + "/v1/chat/completions", chat_body(model, max_tokens))
+    post(plan["router"]["decode_urls"][0] + "/v1/chat/completions", chat(model, max_tokens))
 
 
 MODES = {"router": via_router, "direct": direct, "single": single}

@@ -198,7 +198,7 @@ def running_nodes() -> list[str]:
     return sorted(line for line in out.splitlines() if line)
 
 
-def start_node(image: str, name: str, group: str, address: str, cores) -> None:
+def start_node(image: str, name: str, group: str, address: str) -> None:
     shared = STATE / "shared"
     for path in (shared, STATE / "wheelhouse", STATE / "model-src"):
         path.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
                 podman("start", name)
             continue
         step(f"starting node {name} ({group}, {address}{', core ' + str(cores[0]) if cores else ''})")
-        start_node(image, name, group, address, cores)
+        start_node(image, name, group, address)
     for name in wanted:
         wait_systemd(name)
     step(f"nodes up: {', '.join(wanted)}" + (f"; retiring: {', '.join(retiring)}" if retiring else ""))

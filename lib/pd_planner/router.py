@@ -29,22 +29,12 @@ def unit_settings(unit_text: str) -> str:
     return "\n".join(kept)
 
 
-def listed_workers(answer) -> dict[str, list[str]]:
-    """{"prefill": [urls], "decode": [urls]} from GET /workers
-    ({"workers": [{"url", "worker_type"}, ...]}; /list_workers has no types)."""
+def listed_workers(answer: Mapping) -> dict[str, list[str]]:
+    """{"prefill": [urls], "decode": [urls]} from GET /workers, which answers
+    {"workers": [{"url", "worker_type"}, ...]} (/list_workers has no types)."""
     found: dict[str, list[str]] = {"prefill": [], "decode": []}
-    workers = answer.get("workers", answer) if isinstance(answer, Mapping) else answer
-    if isinstance(workers, Mapping):
-        # {"prefill": [...], "decode": [...]} or {"prefill_urls": ...}
-        for kind in ("prefill", "decode"):
-            for entry in workers.get(kind) or workers.get(f"{kind}_urls") or []:
-                found[kind].append(entry["url"] if isinstance(entry, Mapping) else str(entry))
-        return {kind: sorted(urls) for kind, urls in found.items()}
-    for entry in workers or []:
-        if not isinstance(entry, Mapping):
-            continue
-        kind = str(entry.get("worker_type") or entry.get("type") or "").lower()
-        for wanted in ("prefill", "decode"):
-            if wanted in kind:
-                found[wanted].append(str(entry["url"]))
+    for entry in answer.get("workers") or []:
+        kind = str(entry.get("worker_type") or "").lower()
+        if kind in found:
+            found[kind].append(str(entry["url"]))
     return {kind: sorted(urls) for kind, urls in found.items()}

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from .errors import PlanError
 
+# Needs no quoting in ExecStart or in an EnvironmentFile.
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -62,7 +63,7 @@ def env_line(name: str, value) -> str:
     value = "" if value is None else str(value)
     if "\n" in value:
         raise PlanError(f"environment variable {name}: values cannot contain a newline")
-    if value and re.match(r"^[A-Za-z0-9_@%+=:,./-]+$", value):
+    if value and _SAFE_WORD.match(value):
         return f"{name}={value}"
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
     return f'{name}="{escaped}"'
@@ -138,6 +139,7 @@ def restart_batches(plan: Mapping, pending: Mapping[str, Iterable[str]], batch_s
         if not any(k in changed or k in down for k in keys):
             continue
         leader = next(n for n in nodes if n["leader"])
+        # Followers first so the leader finds its headless engines.
         hosts = [n["host"] for n in nodes if not n["leader"]] + [leader["host"]]
         member = {
             "instance": instance["name"],
@@ -145,8 +147,6 @@ def restart_batches(plan: Mapping, pending: Mapping[str, Iterable[str]], batch_s
             "unit": instance["unit"],
             "url": instance["url"],
             "leader_host": leader["host"],
-            # Followers first so the leader finds its headless engines.
-            "hosts": hosts,
             "starts": [{"host": h, "unit": instance["unit"], "instance": instance["name"]} for h in hosts],
         }
         if any(k in down for k in keys):

@@ -41,11 +41,24 @@ def router_workers(router: str) -> dict:
     return {kind: sorted(urls) for kind, urls in found.items()}
 
 
-def site(tmp_path: Path, group: str) -> subprocess.CompletedProcess:
+def site_under_load(router: str, tmp_path: Path, group: str, label: str) -> Load:
+    """site.yml with the spare node added to `group`, a request loop running
+    through the router the whole time; the run must pass and no request fail."""
     extra = tmp_path / f"{group}.yml"
     extra.write_text(json.dumps({"all": {"children": {group: {"hosts": {"mol-sc-p1": {}}}}}}))
-    return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "site.yml"), "-i", str(INVENTORY),
-                           "-i", str(extra)], capture_output=True, text=True, check=False, cwd=ROOT)
+    load = Load(router)
+    load.start()
+    out = subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "site.yml"), "-i", str(INVENTORY),
+                          "-i", str(extra)], capture_output=True, text=True, check=False, cwd=ROOT)
+    load.finish()
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    print(f"{label}: {load.summary()}")
+    assert not load.failed, load.failed[:5]
+    return load
+
+
+def original_starts(host) -> dict[str, str]:
+    return {n: started_at(node(host, n), unit) for n, unit in ORIGINAL.items()}
 
 
 def test_scale_out_then_in_under_load(host, tmp_path):
@@ -56,33 +69,21 @@ def test_scale_out_then_in_under_load(host, tmp_path):
     url = {n: f"http://{address(node(host, n))}:{8200 if 'd0' in n else 8100}" for n in ("mol-sc-p0", "mol-sc-p1",
                                                                                            "mol-sc-d0")}
     assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
-    before = {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()}
+    before = original_starts(host)
 
     # Scale out: the spare joins prefill.
-    load = Load(router)
-    load.start()
-    out = site(tmp_path, "prefill")
-    load.finish()
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    print(f"scale-out: {load.summary()}")
-    assert not load.failed, load.failed[:5]
+    load = site_under_load(router, tmp_path, "prefill", "scale-out")
     assert load.ok > 0
     assert p1.service("vllm-prefill-1").is_running
     assert router_workers(router) == {"prefill": sorted([url["mol-sc-p0"], url["mol-sc-p1"]]),
                                       "decode": [url["mol-sc-d0"]]}
-    assert {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()} == before
+    assert original_starts(host) == before
 
     # Scale in: the node moves to `retired`; it leaves the router, drains, and its files go.
-    load = Load(router)
-    load.start()
-    out = site(tmp_path, "retired")
-    load.finish()
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    print(f"scale-in: {load.summary()}")
-    assert not load.failed, load.failed[:5]
+    site_under_load(router, tmp_path, "retired", "scale-in")
     assert router_workers(router) == {"prefill": [url["mol-sc-p0"]], "decode": [url["mol-sc-d0"]]}
     assert not p1.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert not p1.file("/etc/vllm/vllm-prefill-1.env").exists
     assert p1.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
     assert not p0.file("/etc/systemd/system/vllm-prefill-1.service").exists
-    assert {n: started_at(node(host, n), u) for n, u in ORIGINAL.items()} == before
+    assert original_starts(host) == before
