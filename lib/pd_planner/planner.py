@@ -566,6 +566,11 @@ def build_plan(spec: dict) -> dict:
             )
     _check_flag_map(router["extra_args"], "pd_router.extra_args", ROUTER_FLAGS)
     monitoring = normalize(spec.get("monitoring"), MONITORING_OPTIONS, "pd_monitoring")
+    if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", monitoring["scrape_interval"]):
+        raise PlanError(
+            f"pd_monitoring.scrape_interval {monitoring['scrape_interval']!r} is not a Prometheus duration; "
+            "valid: a whole number with ms, s, m or h, e.g. 15s"
+        )
     all_hosts = list(dict.fromkeys(h for g in ("prefill", "decode", "router", "monitoring") for h in groups[g]))
     raw_hosts = spec.get("hosts") or {}
     hosts = {h: normalize(raw_hosts.get(h), HOST_OPTIONS, f"host {h}") for h in all_hosts}
@@ -690,7 +695,7 @@ def build_plan(spec: dict) -> dict:
                     _claim(port_owners, node["host"], port, f"{owner} p2p nccl kv_port", unit)
 
     router_plan = _router(ctx, router, instances, groups, addresses, port_owners)
-    scrape = _scrape(instances, router_plan, groups, addresses, monitoring, port_owners)
+    scrape = _scrape(instances, router_plan, groups, addresses, monitoring, profiles, port_owners)
     imex = _imex_domains(groups, hosts, profiles, addresses)
     host_index = _host_index(instances, router_plan, groups, addresses, profiles, port_owners)
 
@@ -863,7 +868,10 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
     }
 
 
-def _scrape(instances, router_plan, groups, addresses, monitoring, port_owners) -> dict:
+def _scrape(instances, router_plan, groups, addresses, monitoring, profiles, port_owners) -> dict:
+    """Prometheus jobs: each target carries the labels dashboards and rules
+    group by. `instance` is the plan's instance name (stable across scaling),
+    not the address Prometheus would default to."""
     jobs = []
     for pool_name in POOLS:
         targets = []
@@ -875,7 +883,7 @@ def _scrape(instances, router_plan, groups, addresses, monitoring, port_owners) 
                 "target": f"{leader['address']}:{leader['ports']['http']}",
                 "labels": {
                     "pool": pool_name,
-                    "instance_name": inst["name"],
+                    "instance": inst["name"],
                     "kv_rank": str(inst["kv_rank"]),
                     "host": leader["host"],
                     "gpus": str(inst["gpus_total"]),
@@ -887,18 +895,32 @@ def _scrape(instances, router_plan, groups, addresses, monitoring, port_owners) 
         "metrics_path": "/metrics",
         "targets": [
             {"target": f"{h['address']}:{router_plan['settings']['metrics_port']}",
-             "labels": {"pool": "router", "instance_name": f"router-{i}", "host": h["host"]}}
+             "labels": {"pool": "router", "instance": f"router-{i}", "host": h["host"]}}
             for i, h in enumerate(router_plan["hosts"])
         ],
     })
+    # GPU metrics: one dcgm-exporter per GPU node (lab nodes have no GPU).
+    dcgm = []
+    for pool_name in POOLS:
+        for host in groups[pool_name]:
+            if profiles[host]["device"] != "cuda":
+                continue
+            _claim(port_owners, host, monitoring["dcgm_exporter_port"], "dcgm-exporter", "dcgm-exporter")
+            dcgm.append({"target": f"{addresses[host]}:{monitoring['dcgm_exporter_port']}",
+                         "labels": {"pool": pool_name, "instance": host, "host": host}})
+    jobs.append({"job_name": "dcgm", "metrics_path": "/metrics", "targets": dcgm})
     prom = []
     for host in groups["monitoring"]:
         _claim(port_owners, host, monitoring["prometheus_port"], "prometheus", "prometheus")
         if monitoring["grafana_enabled"]:
             _claim(port_owners, host, monitoring["grafana_port"], "grafana", "grafana-server")
-        prom.append({"target": f"{addresses[host]}:{monitoring['prometheus_port']}", "labels": {"host": host}})
+        prom.append({"target": f"{addresses[host]}:{monitoring['prometheus_port']}",
+                     "labels": {"pool": "monitoring", "instance": host, "host": host}})
     jobs.append({"job_name": "prometheus", "metrics_path": "/metrics", "targets": prom})
-    return {"jobs": jobs, "monitoring": monitoring}
+    # Per-pool GPU counts for the tokens-per-GPU rules (Prometheus cannot
+    # read a number out of a label).
+    gpus = {pool_name: sum(i["gpus_total"] for i in instances if i["role"] == pool_name) for pool_name in POOLS}
+    return {"jobs": jobs, "monitoring": monitoring, "pool_gpus": gpus}
 
 
 def _imex_domains(groups, hosts, profiles, addresses) -> list:

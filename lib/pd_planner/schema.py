@@ -104,6 +104,8 @@ ROUTER_OPTIONS: dict[str, tuple] = {
 # pd_monitoring
 MONITORING_OPTIONS: dict[str, tuple] = {
     "prometheus_port": (INT, 9090, "Prometheus web port"),
+    "scrape_interval": (STR, "15s", "Prometheus scrape and rule evaluation interval"),
+    "dcgm_exporter_port": (INT, 9400, "dcgm-exporter port on every GPU node"),
     "grafana_enabled": (BOOL, True, "deploy Grafana provisioning"),
     "grafana_port": (INT, 3000, "Grafana web port"),
 }

@@ -101,16 +101,28 @@ def test_gb200_router_lists_every_leader_in_pd_mode(gb200_spec):
 def test_gb200_scrape_targets_are_leaders_with_labels(gb200_spec):
     plan = build_plan(gb200_spec)
     jobs = {j["job_name"]: j for j in plan["scrape"]["jobs"]}
-    assert set(jobs) == {"vllm-prefill", "vllm-decode", "vllm-router", "prometheus"}
+    assert set(jobs) == {"vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus"}
     prefill = jobs["vllm-prefill"]["targets"]
     assert [t["target"] for t in prefill] == [
         "10.20.0.11:8100", "10.20.0.11:8101", "10.20.0.12:8100", "10.20.0.12:8101"]
     assert [t["labels"]["kv_rank"] for t in prefill] == ["0", "1", "2", "3"]
     assert jobs["vllm-decode"]["targets"] == [{
         "target": "10.20.0.13:8200",
-        "labels": {"pool": "decode", "instance_name": "decode-0", "kv_rank": "4", "host": "gb200-tray-03", "gpus": "8"},
+        "labels": {"pool": "decode", "instance": "decode-0", "kv_rank": "4", "host": "gb200-tray-03", "gpus": "8"},
     }]
     assert jobs["vllm-router"]["targets"][0]["target"] == "10.20.0.5:29000"
+    # Every GPU tray runs a dcgm-exporter, labelled with its pool.
+    assert [(t["target"], t["labels"]["pool"]) for t in jobs["dcgm"]["targets"]] == [
+        ("10.20.0.11:9400", "prefill"), ("10.20.0.12:9400", "prefill"),
+        ("10.20.0.13:9400", "decode"), ("10.20.0.14:9400", "decode")]
+    assert plan["scrape"]["pool_gpus"] == {"prefill": 8, "decode": 8}
+
+
+def test_lab_nodes_have_no_dcgm_target(lab_spec):
+    plan = build_plan(lab_spec)
+    jobs = {j["job_name"]: j for j in plan["scrape"]["jobs"]}
+    assert jobs["dcgm"]["targets"] == []
+    assert [t["labels"]["instance"] for t in jobs["vllm-prefill"]["targets"]] == ["prefill-0"]
 
 
 def test_gb200_imex_domain_lists_every_tray(gb200_spec):
