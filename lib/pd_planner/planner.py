@@ -566,11 +566,7 @@ def build_plan(spec: dict) -> dict:
             )
     _check_flag_map(router["extra_args"], "pd_router.extra_args", ROUTER_FLAGS)
     monitoring = normalize(spec.get("monitoring"), MONITORING_OPTIONS, "pd_monitoring")
-    if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", monitoring["scrape_interval"]):
-        raise PlanError(
-            f"pd_monitoring.scrape_interval {monitoring['scrape_interval']!r} is not a Prometheus duration; "
-            "valid: a whole number with ms, s, m or h, e.g. 15s"
-        )
+    _check_monitoring(monitoring)
     all_hosts = list(dict.fromkeys(h for g in ("prefill", "decode", "router", "monitoring") for h in groups[g]))
     raw_hosts = spec.get("hosts") or {}
     hosts = {h: normalize(raw_hosts.get(h), HOST_OPTIONS, f"host {h}") for h in all_hosts}
@@ -866,6 +862,22 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
         "api_key_env": ROUTER_API_KEY_ENV if router["api_key_enabled"] else None,
         "settings": router,
     }
+
+
+def _check_monitoring(monitoring: dict) -> None:
+    for key in ("scrape_interval", "alert_for", "alert_down_for"):
+        if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", monitoring[key]):
+            raise PlanError(
+                f"pd_monitoring.{key} {monitoring[key]!r} is not a Prometheus duration; "
+                "valid: a whole number with ms, s, m or h, e.g. 15s"
+            )
+    for key in ("alert_idle_kv_usage", "alert_kv_cache_usage", "alert_router_error_ratio"):
+        if not 0 < monitoring[key] <= 1:
+            raise PlanError(f"pd_monitoring.{key} is {monitoring[key]}; valid: a ratio above 0, at most 1")
+    for key in ("tpgs_reference_prefill", "tpgs_reference_decode", "alert_prefill_waiting",
+                "alert_decode_waiting", "alert_ttft_p99_seconds", "alert_itl_p99_seconds"):
+        if monitoring[key] <= 0:
+            raise PlanError(f"pd_monitoring.{key} is {monitoring[key]}; valid: a number above 0")
 
 
 def _scrape(instances, router_plan, groups, addresses, monitoring, profiles, port_owners) -> dict:

@@ -106,6 +106,20 @@ MONITORING_OPTIONS: dict[str, tuple] = {
     "prometheus_port": (INT, 9090, "Prometheus web port"),
     "scrape_interval": (STR, "15s", "Prometheus scrape and rule evaluation interval"),
     "dcgm_exporter_port": (INT, 9400, "dcgm-exporter port on every GPU node"),
+    # The article's published DeepSeek R1 figures on GB200 (tokens/GPU/s),
+    # drawn next to the measured ones.
+    "tpgs_reference_prefill": (NUM, 26200, "published prefill tokens per GPU per second"),
+    "tpgs_reference_decode": (NUM, 10100, "published decode tokens per GPU per second"),
+    # Alert thresholds (Prometheus rules are generated from these).
+    "alert_prefill_waiting": (NUM, 4, "waiting requests per prefill instance that mean: add prefill"),
+    "alert_decode_waiting": (NUM, 4, "waiting requests per decode instance that mean: add decode"),
+    "alert_idle_kv_usage": (NUM, 0.5, "KV cache usage below which the other pool counts as idle"),
+    "alert_ttft_p99_seconds": (NUM, 10, "time-to-first-token p99 alert threshold"),
+    "alert_itl_p99_seconds": (NUM, 0.25, "inter-token latency p99 alert threshold"),
+    "alert_kv_cache_usage": (NUM, 0.95, "KV cache usage (0-1) that counts as nearly full"),
+    "alert_router_error_ratio": (NUM, 0.05, "router errors / requests that alerts"),
+    "alert_for": (STR, "10m", "how long a capacity or latency condition must hold"),
+    "alert_down_for": (STR, "2m", "how long a target must be down"),
     "grafana_enabled": (BOOL, True, "deploy Grafana provisioning"),
     "grafana_port": (INT, 3000, "Grafana web port"),
 }
