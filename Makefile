@@ -21,7 +21,7 @@ export PY_COLORS := 0
 .PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule molecule-scale test-fast test bench render clean lab lab-nodes lab-destroy
 # `scale` (1P+1D -> 2P+1D -> back under load, ~15 min more) runs with
 # `make molecule-scale`; with it `make test` would exceed 45 minutes here.
-MOLECULE_SCENARIOS := preflight model_weights cluster
+MOLECULE_SCENARIOS := preflight model_weights monitoring cluster
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
