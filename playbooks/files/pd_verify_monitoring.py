@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
 
-from pd_planner import dashboards, monitoring  # noqa: E402
+from pd_planner import dashboards, monitoring
 
 
 def query(prometheus: str, expr: str) -> list[dict]:

@@ -19,7 +19,7 @@ version_added: "1.0.0"
 description:
   - Every scrape job of the plan reads its targets from a file_sd file, so scaling rewrites targets,
     never this config. The same file holds C(pd_prometheus_file_sd) (job name to file_sd list),
-    C(pd_prometheus_rule_files) (file name to rule groups: plan numbers, recording rules, alerts)
+    C(pd_prometheus_rule_files) (file name to rule groups, for plan numbers, recording rules and alerts)
     and C(pd_grafana_dashboards) (file name to dashboard JSON).
 options:
   _input:
@@ -44,7 +44,9 @@ options:
 EXAMPLES = r"""
 - name: Render prometheus.yml
   ansible.builtin.copy:
-    content: "{{ pd_plan | pd_prometheus_config('/etc/prometheus/file_sd', '/etc/prometheus/pd-rules') | to_nice_yaml }}"
+    content: >-
+      {{ pd_plan | pd_prometheus_config('/etc/prometheus/file_sd', '/etc/prometheus/pd-rules')
+         | to_nice_yaml }}
     dest: /etc/prometheus/prometheus.yml
     mode: "0644"
 """

@@ -23,10 +23,16 @@ def render(inventory: Path, out: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_render_gb200_writes_plan_and_prints_table(tmp_path):
-    out = tmp_path / "render"
+@pytest.fixture(scope="module")
+def gb200_render(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("gb200") / "render"
     result = render(ROOT / "inventories" / "gb200", out)
     assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def test_render_gb200_writes_plan_and_prints_table(gb200_render):
+    out, result = gb200_render
     plan = json.loads((out / "plan.json").read_text())
     for key in ("vllm_version", "connector", "instances", "router"):
         assert key in plan
@@ -52,9 +58,8 @@ def _exec_argv(unit_text: str) -> list[str]:
     return systemd_split("\n".join(value))
 
 
-def test_render_gb200_writes_every_hosts_units_from_the_plan(tmp_path):
-    out = tmp_path / "render"
-    assert render(ROOT / "inventories" / "gb200", out).returncode == 0
+def test_render_gb200_writes_every_hosts_units_from_the_plan(gb200_render):
+    out, _ = gb200_render
     plan = json.loads((out / "plan.json").read_text())
     for instance in plan["instances"]:
         for node in instance["nodes"]:
@@ -74,6 +79,42 @@ def test_render_gb200_writes_every_hosts_units_from_the_plan(tmp_path):
     router = (out / "cpu-ctl-01/etc/systemd/system/vllm-router.service").read_text()
     assert _exec_argv(router)[1:-2] == plan["router"]["args"]
     assert not (out / "cpu-ctl-01/etc/vllm-router").exists(), "the router env file may hold a key: never rendered"
+
+
+def test_render_gb200_shows_the_monitoring_the_cluster_gets(gb200_render, promtool):
+    """The full scrape config (every job from file_sd, DCGM on every tray),
+    the rules and the dashboards, all accepted by promtool."""
+    out, _ = gb200_render
+    plan = json.loads((out / "plan.json").read_text())
+    etc = out / "cpu-ctl-01/etc/prometheus"
+    config = yaml.safe_load((etc / "prometheus.yml").read_text())
+    assert [j["job_name"] for j in config["scrape_configs"]] == [
+        "vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus"]
+    dcgm = json.loads((etc / "file_sd/dcgm.json").read_text())
+    assert [e["targets"][0] for e in dcgm] == [f"10.20.0.{n}:9400" for n in (11, 12, 13, 14)]
+    decode = json.loads((etc / "file_sd/vllm-decode.json").read_text())
+    assert decode[0]["labels"] == {"pool": "decode", "instance": "decode-0", "kv_rank": "4",
+                                   "host": "gb200-tray-03", "gpus": "8"}
+    assert sorted(p.name for p in (etc / "pd-rules").iterdir()) == ["pd-alerts.yml", "pd-plan.yml", "pd-recording.yml"]
+    for path in (etc / "pd-rules").iterdir():
+        check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    # The config points at /etc: check a copy whose paths point into the render.
+    text = (etc / "prometheus.yml").read_text().replace("/etc/prometheus/", f"{etc}/")
+    (out / "prometheus-rendered.yml").write_text(text)
+    check = subprocess.run([promtool, "check", "config", str(out / "prometheus-rendered.yml")],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    unit = (out / "cpu-ctl-01/etc/systemd/system/prometheus.service").read_text()
+    assert "--web.listen-address=10.20.0.5:9090" in unit
+    # Grafana (enabled in the sample): datasource on the plan's Prometheus, the three dashboards.
+    datasource = json.loads((out / "cpu-ctl-01/etc/grafana/provisioning/datasources/vllm-pd.yaml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://10.20.0.5:9090"
+    boards = out / "cpu-ctl-01/var/lib/grafana/dashboards/vllm-pd"
+    assert sorted(p.name for p in boards.iterdir()) == ["pd-gpus.json", "pd-instance.json", "pd-overview.json"]
+    assert json.loads((boards / "pd-overview.json").read_text())["uid"] == "pd-overview"
+    assert not list(out.glob("*/etc/grafana/pd-secrets.env")), "the admin password is never rendered"
+    assert plan["scrape"]["pool_gpus"] == {"prefill": 8, "decode": 8}
 
 
 def test_render_is_idempotent(tmp_path):

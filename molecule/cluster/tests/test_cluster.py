@@ -117,6 +117,13 @@ def test_verify_playbook_passes(host):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "OK: both requests served" in result.stdout
     assert "prompt tokens of KV moved by NixlConnector" in result.stdout
+    # Monitoring end to end after that traffic: every target up, every rule
+    # healthy, TPGS per pool above zero, every expression with data (DCGM
+    # excused: no GPU).
+    for line in ("targets up with the plan's labels", "rules evaluate without error", "ok   TPGS decode"):
+        assert line in result.stdout, result.stdout[-3000:]
+    assert "no data (expected: no GPU node in the plan" in result.stdout
+    assert "FAIL" not in result.stdout
 
 
 def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, tmp_path):
