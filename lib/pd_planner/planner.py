@@ -953,6 +953,7 @@ def _host_index(instances, router_plan, groups, addresses, profiles, port_owners
             "address": addresses[host],
             "groups": [g for g in ("prefill", "decode", "router", "monitoring") if host in groups[g]],
             "gpu_profile": profiles[host]["name"] if host in profiles else None,
+            "device": profiles[host]["device"] if host in profiles else None,
             "gpus": profiles[host]["gpus"] if host in profiles else 0,
             "architecture": profiles[host]["architecture"] if host in profiles else None,
             "units": [],

@@ -58,7 +58,8 @@ def converge(tmp_path: Path, extra_vars: dict | None = None, extra_hosts: dict |
         path = tmp_path / "extra-vars.json"
         path.write_text(json.dumps(extra_vars))
         cmd += ["-e", f"@{path}"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
 
 
 def eventually(check, timeout: float = 30):
@@ -155,14 +156,15 @@ def test_check_mode_reports_a_scale_out_and_changes_nothing(host, tmp_path):
 
 @pytest.mark.parametrize(("extra", "culprit"), [
     ({"pd_monitoring": {"grafana_enabled": False, "alert_for": "soon"}}, "pd_monitoring.alert_for"),
-    ({"prometheus_extra_scrape_configs": [{"job_name": "broken", "scrape_interval": "soon"}]}, "check config"),
+    ({"prometheus_extra_scrape_configs": [{"job_name": "broken", "scrape_interval": "soon"}]},
+     "not a valid duration string"),
 ])
 def test_bad_input_fails_and_prometheus_keeps_running(host, tmp_path, extra, culprit):
     before = service_state(host)
     config = host.file("/etc/prometheus/prometheus.yml").content_string
     result = converge(tmp_path, extra_vars=extra)
     assert result.returncode != 0
-    assert culprit in result.stdout, result.stdout[-3000:]
+    assert culprit in result.stdout + result.stderr, result.stdout[-3000:] + result.stderr[-2000:]
     assert host.file("/etc/prometheus/prometheus.yml").content_string == config
     assert service_state(host) == before
     assert host.service("prometheus").is_running
