@@ -21,7 +21,10 @@ export PY_COLORS := 0
 .PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule molecule-scale test-fast test bench render clean lab lab-nodes lab-destroy
 # `scale` (1P+1D -> 2P+1D -> back under load, ~15 min more) runs with
 # `make molecule-scale`; with it `make test` would exceed 45 minutes here.
-MOLECULE_SCENARIOS := preflight model_weights monitoring cluster
+# Two lanes of light scenarios side by side (no vLLM in them; they mostly
+# wait on podman and apt), then the CPU-heavy cluster alone.
+MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
+MOLECULE_HEAVY := cluster
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
@@ -85,10 +88,7 @@ parser-test: venv vllm-venv
 # model first; they are reused afterwards).
 molecule: venv vllm-venv
 	$(BIN)/python lab/labctl.py assets
-	@for scenario in $(MOLECULE_SCENARIOS); do \
-		echo "== molecule test -s $$scenario"; \
-		$(BIN)/molecule test -s $$scenario || exit 1; \
-	done
+	$(BIN)/python tools/molecule_lanes.py $(MOLECULE_LANES) -- $(MOLECULE_HEAVY)
 
 molecule-scale: venv vllm-venv
 	$(BIN)/python lab/labctl.py assets

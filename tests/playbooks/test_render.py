@@ -117,6 +117,26 @@ def test_render_gb200_shows_the_monitoring_the_cluster_gets(gb200_render, promto
     assert plan["scrape"]["pool_gpus"] == {"prefill": 8, "decode": 8}
 
 
+def test_render_gb200_shows_the_imex_domain_and_dcgm_on_every_tray(gb200_render):
+    out, _ = gb200_render
+    trays = [f"gb200-tray-0{n}" for n in (1, 2, 3, 4)]
+    lists = {t: (out / t / "etc/nvidia-imex/nodes_config.cfg").read_text() for t in trays}
+    assert set(lists.values()) == {"10.20.0.11\n10.20.0.12\n10.20.0.13\n10.20.0.14\n"}
+    for n, tray in zip((11, 12, 13, 14), trays):
+        root = out / tray
+        assert (root / "etc/modprobe.d/nvidia-vllm-pd.conf").read_text().endswith(
+            "options nvidia NVreg_CreateImexChannel0=1\n")
+        platform = json.loads((root / "etc/vllm-pd/nvidia-platform.json").read_text())
+        assert platform["cuda_repo_path"] == "ubuntu2404/sbsa/"
+        assert platform["packages"]["fabric_manager"] == [], "no host fabric manager on NVL72 trays"
+        unit = (root / "etc/systemd/system/dcgm-exporter.service").read_text()
+        assert _exec_argv(unit)[1:3] == ["--address", f"10.20.0.{n}:9400"]
+    # The vLLM units start after IMEX; the CPU host gets no NVIDIA files.
+    assert "After=network-online.target nvidia-imex.service" in (
+        out / "gb200-tray-01/etc/systemd/system/vllm-prefill-0.service").read_text()
+    assert not (out / "cpu-ctl-01/etc/vllm-pd").exists()
+
+
 def test_render_is_idempotent(tmp_path):
     out = tmp_path / "render"
     assert render(ROOT / "inventories" / "gb200", out).returncode == 0

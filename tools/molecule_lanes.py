@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Run molecule scenarios in lanes: scenarios of one lane run one after the
+other, lanes run side by side; a lane stops at its first failure.
+
+    molecule_lanes.py "preflight model_weights" "monitoring nvidia" -- cluster
+
+Lanes before `--` run in parallel (light scenarios: no vLLM, mostly waiting
+on podman and apt); scenarios after `--` run alone afterwards (the CPU-heavy
+cluster). Each scenario's output goes to .cache/molecule/<scenario>.log; a
+failed one's last lines are printed. Exits 1 if any scenario failed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / ".cache" / "molecule"
+MOLECULE = str(Path(sys.executable).parent / "molecule")
+
+
+def run(scenario: str, results: dict) -> bool:
+    log = LOGS / f"{scenario}.log"
+    start = time.monotonic()
+    print(f"== molecule test -s {scenario} (log: {log.relative_to(ROOT)})", flush=True)
+    with log.open("w") as out:
+        rc = subprocess.run([MOLECULE, "test", "-s", scenario], stdout=out, stderr=subprocess.STDOUT,
+                            cwd=ROOT, check=False).returncode
+    elapsed = time.monotonic() - start
+    results[scenario] = (rc, elapsed)
+    print(f"== {scenario}: {'passed' if rc == 0 else f'FAILED (rc {rc})'} in {elapsed:.0f} s", flush=True)
+    if rc != 0:
+        tail = log.read_text(errors="replace").splitlines()[-150:]
+        print("\n".join(f"   {scenario}| {line}" for line in tail), flush=True)
+    return rc == 0
+
+
+def lane(scenarios: list[str], results: dict) -> None:
+    for scenario in scenarios:
+        if not run(scenario, results):
+            return
+
+
+def main(argv: list[str]) -> int:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    split = argv.index("--") if "--" in argv else len(argv)
+    lanes = [lane_spec.split() for lane_spec in argv[:split]]
+    after = argv[split + 1:]
+    results: dict[str, tuple[int, float]] = {}
+    threads = [threading.Thread(target=lane, args=(names, results)) for names in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if all(rc == 0 for rc, _ in results.values()):
+        for scenario in after:
+            if not run(scenario, results):
+                break
+    wanted = [s for names in lanes for s in names] + after
+    print("== molecule: " + ", ".join(
+        f"{s} {'ok' if results[s][0] == 0 else 'FAILED'} {results[s][1]:.0f} s" if s in results else f"{s} not run"
+        for s in wanted), flush=True)
+    return 0 if all(s in results and results[s][0] == 0 for s in wanted) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
