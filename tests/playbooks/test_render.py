@@ -122,7 +122,7 @@ def test_render_gb200_shows_the_imex_domain_and_dcgm_on_every_tray(gb200_render)
     trays = [f"gb200-tray-0{n}" for n in (1, 2, 3, 4)]
     lists = {t: (out / t / "etc/nvidia-imex/nodes_config.cfg").read_text() for t in trays}
     assert set(lists.values()) == {"10.20.0.11\n10.20.0.12\n10.20.0.13\n10.20.0.14\n"}
-    for n, tray in zip((11, 12, 13, 14), trays):
+    for n, tray in zip((11, 12, 13, 14), trays, strict=True):
         root = out / tray
         assert (root / "etc/modprobe.d/nvidia-vllm-pd.conf").read_text().endswith(
             "options nvidia NVreg_CreateImexChannel0=1\n")
