@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -275,6 +276,33 @@ def first_completion(started: float, timeout: float = 120) -> None:
          f"{reply['choices'][0]['message']['content']!r}")
 
 
+def prometheus_report(timeout: float = 90) -> None:
+    """After the first completion: every lab target up in Prometheus and the
+    per-pool TPGS rule producing data (scrape and rules run every 5 s)."""
+    base = "http://127.0.0.1:9090/api/v1"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/targets?state=active", timeout=10) as answer:
+                targets = json.loads(answer.read())["data"]["activeTargets"]
+            query = urllib.parse.urlencode({"query": "pool:vllm_tokens_per_gpu:rate1m"})
+            with urllib.request.urlopen(f"{base}/query?{query}", timeout=10) as answer:
+                tpgs = {r["metric"]["pool"]: float(r["value"][1]) for r in json.loads(answer.read())["data"]["result"]}
+        except OSError as exc:
+            targets, tpgs = [], {}
+            error = str(exc)
+        else:
+            error = ""
+        up = [t for t in targets if t["health"] == "up"]
+        if (targets and len(up) == len(targets) and all(tpgs.get(p, 0) > 0 for p in ("prefill", "decode"))) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    figures = ", ".join(f"{pool} {value:.2f}" for pool, value in sorted(tpgs.items())) or "no data"
+    step(f"Prometheus: {len(up)} of {len(targets)} targets up; TPGS (tokens/GPU/s) {figures}"
+         + (f" ({error})" if error else ""))
+
+
 def destroy() -> None:
     for name in running_nodes():
         step(f"removing node {name}")
@@ -326,8 +354,10 @@ def main(argv: list[str]) -> int:
         inventory_args(opts.prefill, opts.decode)
     step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
     first_completion(started)
+    prometheus_report()
     print("  nodes:      podman ps --filter label=" + LABEL)
     print("  router API: http://127.0.0.1:8000/v1")
+    print("  Prometheus: http://127.0.0.1:9090 (rules: pool:vllm_tokens_per_gpu:rate1m, ...)")
     print("  verify:     .venv/bin/ansible-playbook playbooks/verify.yml "
           + " ".join(inventory_args(opts.prefill, opts.decode)))
     return 0
