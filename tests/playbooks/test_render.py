@@ -75,7 +75,7 @@ def test_render_gb200_writes_every_hosts_units_from_the_plan(gb200_render):
     # The follower of the 8-GPU decode instance is headless; no stray units.
     assert "--headless" in (out / "gb200-tray-04/etc/systemd/system/vllm-decode-0.service").read_text()
     assert sorted(p.name for p in (out / "gb200-tray-01/etc/systemd/system").iterdir()) == [
-        "vllm-prefill-0.service", "vllm-prefill-1.service"]
+        "dcgm-exporter.service", "vllm-prefill-0.service", "vllm-prefill-1.service"]
     router = (out / "cpu-ctl-01/etc/systemd/system/vllm-router.service").read_text()
     assert _exec_argv(router)[1:-2] == plan["router"]["args"]
     assert not (out / "cpu-ctl-01/etc/vllm-router").exists(), "the router env file may hold a key: never rendered"
