@@ -137,9 +137,8 @@ def test_render_gb200_shows_the_imex_domain_and_dcgm_on_every_tray(gb200_render)
     assert not (out / "cpu-ctl-01/etc/vllm-pd").exists()
 
 
-def test_render_is_idempotent(tmp_path):
-    out = tmp_path / "render"
-    assert render(ROOT / "inventories" / "gb200", out).returncode == 0
+def test_render_is_idempotent(gb200_render):
+    out, _ = gb200_render
     second = render(ROOT / "inventories" / "gb200", out)
     assert second.returncode == 0
     assert "changed=0" in second.stdout
