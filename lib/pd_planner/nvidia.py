@@ -14,7 +14,6 @@ wheels.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from . import catalog
@@ -92,13 +91,14 @@ def platform(profile_name: str, *, host: str, architecture: str, distribution: s
     }
 
 
-def imex_nodes_config(plan: dict, host: str) -> str | None:
-    """nodes_config.cfg of the host's IMEX domain (identical on every member),
-    or None when the host is in no domain."""
+def imex_members(plan: dict, host: str) -> list[str]:
+    """Addresses of every node of the host's IMEX domain, in plan order: the
+    lines of nodes_config.cfg (identical on every member), and the nodes
+    check_imex expects READY. Empty when the host is in no domain."""
     for domain in plan["imex_domains"]:
         if host in domain["hosts"]:
-            return "".join(f"{address}\n" for address in domain["addresses"])
-    return None
+            return list(domain["addresses"])
+    return []
 
 
 def check_driver(host: str, smi_csv: str, branch: int, strict_branch: bool = True) -> str | None:
@@ -154,10 +154,3 @@ def dcgm_counters(metrics: tuple[str, ...]) -> str:
     lines = ["# DCGM field, Prometheus type, help (generated: the fields the PD dashboards read)"]
     lines += [f"{m}, {kinds.get(m, 'gauge')}, {m.lower().removeprefix('dcgm_fi_')}." for m in metrics]
     return "\n".join(lines) + "\n"
-
-
-def valid_ip_lines(text: str) -> bool:
-    try:
-        return all(ipaddress.ip_address(line.strip()) for line in text.splitlines() if line.strip())
-    except ValueError:
-        return False

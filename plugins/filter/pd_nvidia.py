@@ -22,7 +22,7 @@ description:
   - Returns the CUDA repository path (architecture mapped, Grace is sbsa), packages per component,
     modprobe options and services of the host's pd_gpu_profile; fails naming the host on an unknown
     platform, a mismatched architecture, an unsupported distribution or a driver branch below 570.
-    The same file holds C(pd_nvidia_imex_nodes), C(pd_nvidia_check_driver), C(pd_nvidia_check_gpus),
+    The same file holds C(pd_nvidia_imex_members), C(pd_nvidia_check_driver), C(pd_nvidia_check_gpus),
     C(pd_nvidia_check_imex) and C(pd_nvidia_dcgm_counters).
 options:
   _input:
@@ -86,7 +86,7 @@ class FilterModule:
     def filters(self):
         return {
             "pd_nvidia_platform": _platform,
-            "pd_nvidia_imex_nodes": lambda plan, host: nvidia.imex_nodes_config(plain(plan), str(host)),
+            "pd_nvidia_imex_members": lambda plan, host: nvidia.imex_members(plain(plan), str(host)),
             "pd_nvidia_check_driver": lambda out, host, branch, strict=True: nvidia.check_driver(
                 str(host), str(out), int(branch), bool(strict)),
             "pd_nvidia_check_gpus": lambda out, host, expected: nvidia.check_gpu_count(

@@ -89,12 +89,11 @@ def test_imex_domain_check():
     assert "IMEX domain is DEGRADED, expected UP" in nvidia.check_imex("t1", down, ["10.20.0.11"])
 
 
-def test_imex_nodes_config_is_identical_on_every_member(gb200_spec):
+def test_imex_members_are_identical_on_every_member(gb200_spec):
     plan = build_plan(gb200_spec)
-    configs = {h: nvidia.imex_nodes_config(plan, h) for h in plan["imex_domains"][0]["hosts"]}
-    assert set(configs.values()) == {"10.20.0.11\n10.20.0.12\n10.20.0.13\n10.20.0.14\n"}
-    assert nvidia.imex_nodes_config(plan, "cpu-ctl-01") is None
-    assert nvidia.valid_ip_lines(configs["gb200-tray-01"])
+    members = {h: nvidia.imex_members(plan, h) for h in plan["imex_domains"][0]["hosts"]}
+    assert {tuple(m) for m in members.values()} == {("10.20.0.11", "10.20.0.12", "10.20.0.13", "10.20.0.14")}
+    assert nvidia.imex_members(plan, "cpu-ctl-01") == []
 
 
 def test_dcgm_counters_cover_what_the_gpu_dashboard_reads():
