@@ -79,7 +79,9 @@ def host_workers(plan: Mapping, host: str) -> list[dict]:
 
     Each item carries what the unit needs: the unit name, the instance and
     its pool, whether this node is the leader (serves HTTP) and the other
-    hosts of a multi-node instance.
+    hosts of a multi-node instance. Nothing that moves when another
+    instance joins is in here (the kv_rank shifts for every decode instance
+    when prefill grows): a changed item rewrites the unit and restarts it.
     """
     items = []
     for instance in plan.get("instances", []):
@@ -92,7 +94,6 @@ def host_workers(plan: Mapping, host: str) -> list[dict]:
                 "instance": instance["name"],
                 "pool": instance["pool"],
                 "role": instance["role"],
-                "kv_rank": instance["kv_rank"],
                 "leader": bool(node["leader"]),
                 "node_index": position,
                 "node_count": len(nodes),

@@ -8,6 +8,7 @@ from conftest import make_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pd_planner import build_plan
+from pd_planner.systemd import host_workers
 
 PROFILES = {"gb200_nvl72_tray": 4, "hgx_b200": 8}
 
@@ -136,6 +137,10 @@ def test_appending_hosts_changes_no_existing_instance(generated, pool, multiple)
                 len(new) - len(old))
             assert [n["serve_args"] for n in new[name]["nodes"]] == [n["serve_args"] for n in inst["nodes"]]
             assert [n["env"] for n in new[name]["nodes"]] == [n["env"] for n in inst["nodes"]]
+    # What the unit and env templates read per host is identical on every
+    # existing host: nothing there is rewritten, so nothing restarts.
+    for host in {n["host"] for inst in old.values() for n in inst["nodes"]}:
+        assert host_workers(after, host) == host_workers(before, host), host
 
 
 @settings(max_examples=100, deadline=None)
