@@ -18,9 +18,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule molecule-scale test-fast test bench render clean lab lab-nodes lab-destroy
-# `scale` (1P+1D -> 2P+1D -> back under load, ~15 min more) runs with
-# `make molecule-scale`; with it `make test` would exceed 45 minutes here.
+.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test bench render clean lab lab-nodes lab-destroy
 # Two lanes of light scenarios side by side (no vLLM in them; they mostly
 # wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
@@ -89,10 +87,6 @@ parser-test: venv vllm-venv
 molecule: venv vllm-venv
 	$(BIN)/python lab/labctl.py assets
 	$(BIN)/python tools/molecule_lanes.py $(MOLECULE_LANES) -- $(MOLECULE_HEAVY)
-
-molecule-scale: venv vllm-venv
-	$(BIN)/python lab/labctl.py assets
-	$(BIN)/molecule test -s scale
 
 test-fast: lint unit
 

@@ -20,23 +20,57 @@ def chat_body(model: str, max_tokens: int, prompt: str, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, **extra}
 
 
-class Load(threading.Thread):
-    """Sequential chat requests until stopped; every failure is recorded."""
+def refused(exc: Exception) -> bool:
+    """The router never saw the request: nothing listened on its port."""
+    return isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
 
-    def __init__(self, router: str, model: str = "tiny-llama", pause: float = 0.2, timeout: float = 90):
+
+class Load(threading.Thread):
+    """Sequential chat requests until stopped.
+
+    A connection the router refuses (nothing listening, as in the few
+    seconds a router restart takes) never reached it, so it is retried every
+    `retry_pause` s for up to `retry_for` s, as clients with retries do (the
+    openai SDK retries connection errors by default); those attempts are
+    counted in `refused`, and the longest run of them in `longest_gap`.
+    Anything else (an error status, a reset, a timeout, an empty answer, or
+    refusals beyond `retry_for`) is a failed request.
+    """
+
+    def __init__(self, router: str, model: str = "tiny-llama", pause: float = 0.5, timeout: float = 90,
+                 retry_for: float = 20, retry_pause: float = 0.2):
         super().__init__(daemon=True)
         self.router, self.model, self.pause, self.timeout = router.rstrip("/"), model, pause, timeout
+        self.retry_for, self.retry_pause = retry_for, retry_pause
         self.stop_event = threading.Event()
         self.ok, self.failed, self.latencies = 0, [], []
+        self.refused, self.longest_gap = 0, 0.0
+
+    def one(self, body: dict) -> None:
+        first_refusal = None
+        while True:
+            try:
+                answer = post(f"{self.router}/v1/chat/completions", body, self.timeout)
+            except Exception as exc:
+                now = time.monotonic()
+                if refused(exc) and (first_refusal is None or now - first_refusal < self.retry_for):
+                    first_refusal = first_refusal or now
+                    self.refused += 1
+                    time.sleep(self.retry_pause)
+                    continue
+                raise
+            if first_refusal is not None:
+                self.longest_gap = max(self.longest_gap, time.monotonic() - first_refusal)
+            if not answer["choices"][0]["message"]["content"]:
+                raise ValueError("empty completion")
+            return
 
     def run(self):
         body = chat_body(self.model, 8, "Count to three.")
         while not self.stop_event.is_set():
             started = time.perf_counter()
             try:
-                answer = post(f"{self.router}/v1/chat/completions", body, self.timeout)
-                if not answer["choices"][0]["message"]["content"]:
-                    raise ValueError("empty completion")
+                self.one(body)
                 self.ok += 1
                 self.latencies.append(time.perf_counter() - started)
             except Exception as exc:
@@ -45,7 +79,11 @@ class Load(threading.Thread):
 
     def finish(self) -> None:
         self.stop_event.set()
-        self.join(self.timeout + 10)
+        self.join(self.timeout + self.retry_for + 10)
 
     def summary(self) -> str:
-        return f"{self.ok} served, {len(self.failed)} failed" + (f" (first: {self.failed[0]})" if self.failed else "")
+        latencies = sorted(self.latencies)
+        p50 = f", p50 {latencies[len(latencies) // 2]:.2f} s" if latencies else ""
+        return (f"{self.ok} served, {len(self.failed)} failed{p50}; {self.refused} connection attempts refused "
+                f"and retried (longest gap {self.longest_gap:.1f} s)"
+                + (f" (first failure: {self.failed[0]})" if self.failed else ""))

@@ -255,6 +255,45 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
     return retiring
 
 
+def container_cgroup_dir(name: str) -> Path | None:
+    """The container's cgroup directory of the CPU controller (v1 or v2);
+    None when the node is not running."""
+    pid = podman("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+    if pid in ("", "0"):
+        return None
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            # cgroup v2: PID 1 of the node sits in init.scope below the container.
+            return Path("/sys/fs/cgroup") / path.lstrip("/").removesuffix("/init.scope")
+    raise SystemExit(f"node {name}: no CPU cgroup found for PID {pid}")
+
+
+def background_cpu(names: list[str]) -> None:
+    """Put serving vLLM nodes in the idle CPU class.
+
+    Each NIXL worker busy-polls one core even when idle (nixl's Python API
+    starts its UCX progress thread with a zero delay). On a 2-core machine
+    that starves everything else: a new node's vLLM install got a third of
+    a core. In the idle class (cgroup cpu.idle) the nodes keep serving with
+    any CPU nothing else wants; vLLM and NIXL themselves are unchanged.
+    """
+    for name in names:
+        directory = container_cgroup_dir(name)
+        if directory is None:
+            continue
+        if (directory / "cpu.idle").exists():
+            (directory / "cpu.idle").write_text("1\n")
+        elif (directory / "cpu.shares").exists():
+            (directory / "cpu.shares").write_text("2\n")
+        else:
+            (directory / "cpu.weight").write_text("1\n")
+    if names:
+        step(f"idle CPU class for the serving nodes: {', '.join(names)}")
+
+
 def remove_nodes(names: list[str]) -> None:
     for name in names:
         step(f"removing node {name}")
@@ -343,15 +382,19 @@ def main(argv: list[str]) -> int:
         # Host directory the model_weights scenario shares between its nodes.
         (STATE / "molecule-shared").mkdir(parents=True, exist_ok=True)
         return 0
+    serving = [name for name in running_nodes() if name != "lab-ctl"]
     retiring = converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":
         return 0
+    # Nodes that served before this run yield the CPU to new nodes' installs.
+    background_cpu([name for name in serving if name in running_nodes()])
     rc = converge(opts.prefill, opts.decode, retiring)
     if rc:
         return rc
     if retiring:
         remove_nodes(retiring)
         inventory_args(opts.prefill, opts.decode)
+    background_cpu([name for name in lab_hosts(opts.prefill, opts.decode) if name != "lab-ctl"])
     step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
     first_completion(started)
     prometheus_report()

@@ -1,5 +1,6 @@
 """1P+1D+router in real systemd nodes: units, users, ports, sandbox, serving,
-verify.yml, and a rejected serve flag that changes nothing."""
+verify.yml, a rejected serve flag that changes nothing, then rerun to scale
+(2P+1D and back) under a steady request loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +18,10 @@ import pytest
 import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "lab")]
+from labctl import background_cpu  # noqa: E402
+from loadgen import Load  # noqa: E402
+
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 WORKERS = {"mol-cl-p": ("vllm-prefill-0", 8100, "kv_producer"), "mol-cl-d": ("vllm-decode-0", 8200, "kv_consumer")}
 
@@ -50,9 +57,14 @@ def router_url(host) -> str:
     return f"http://{address(ctl)}:8000"
 
 
-def playbook(name: str, inventory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / name), "-i", str(inventory)],
+def playbook(name: str, *inventories: Path) -> subprocess.CompletedProcess:
+    sources = [arg for inventory in inventories for arg in ("-i", str(inventory))]
+    return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / name), *sources],
                           capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def node(host, name: str):
+    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
@@ -148,3 +160,87 @@ def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, 
     assert prefill.service("vllm-prefill-0").is_running
     time.sleep(1)
     assert chat(router_url(host))["choices"][0]["message"]["content"]
+
+
+# --- rerun to scale ---------------------------------------------------------
+SPARE = "mol-cl-p1"
+FIRST = {"mol-cl-p": "vllm-prefill-0", "mol-cl-d": "vllm-decode-0"}
+
+
+def router_workers(router: str) -> dict:
+    with urllib.request.urlopen(f"{router}/workers", timeout=10) as answer:
+        found = {"prefill": [], "decode": []}
+        for worker in json.loads(answer.read())["workers"]:
+            found[worker["worker_type"]].append(worker["url"])
+    return {kind: sorted(urls) for kind, urls in found.items()}
+
+
+def first_starts(host) -> dict[str, tuple[str, str]]:
+    """(ActiveEnterTimestamp, MainPID) of the first two instances."""
+    return {name: tuple(node(host, name).check_output(
+        f"systemctl show -p ActiveEnterTimestamp -p MainPID --value {unit}").splitlines())
+        for name, unit in FIRST.items()}
+
+
+def site_under_load(host, tmp_path: Path, group: str) -> Load:
+    """site.yml with the spare node in `group`, a request loop through the
+    router the whole time. The run must pass and no request may fail."""
+    extra = tmp_path / f"{group}.yml"
+    extra.write_text(json.dumps({"all": {"children": {group: {"hosts": {SPARE: {}}}}}}))
+    load = Load(router_url(host))
+    load.start()
+    started = time.monotonic()
+    result = playbook("site.yml", INVENTORY, extra)
+    load.finish()
+    print(f"{group}: site.yml {time.monotonic() - started:.0f} s; {load.summary()}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert not load.failed, load.failed[:5]
+    assert load.ok > 0
+    return load
+
+
+def prometheus_up(host) -> dict[str, str]:
+    query = urllib.parse.urlencode({"query": 'up{job="vllm-prefill"}'})
+    with urllib.request.urlopen(f"http://{address(node(host, 'mol-cl-ctl'))}:9090/api/v1/query?{query}",
+                                timeout=10) as answer:
+        return {r["metric"]["instance"]: r["value"][1] for r in json.loads(answer.read())["data"]["result"]}
+
+
+def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path):
+    controller_only(host)
+    router = router_url(host)
+    url = {name: f"http://{address(node(host, name))}:{8200 if name == 'mol-cl-d' else 8100}"
+           for name in ("mol-cl-p", SPARE, "mol-cl-d")}
+    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
+    # Two idle NIXL workers spin both cores; the serving nodes take the idle
+    # CPU class so the spare's vLLM install gets a core (lab/labctl.py).
+    background_cpu(list(FIRST))
+    before = first_starts(host)
+
+    # Scale out: the spare joins prefill; the router restarts to take it
+    # (vllm-router cannot add a PD worker live), refused connections retried.
+    site_under_load(host, tmp_path, "prefill")
+    spare = node(host, SPARE)
+    assert spare.service("vllm-prefill-1").is_running
+    assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": [url["mol-cl-d"]]}
+    assert first_starts(host) == before
+    deadline = time.monotonic() + 60
+    while prometheus_up(host).get("prefill-1") != "1" and time.monotonic() < deadline:
+        time.sleep(2)
+    assert prometheus_up(host) == {"prefill-0": "1", "prefill-1": "1"}
+    background_cpu([SPARE])
+
+    # Scale in: the spare moves to `retired`: it leaves the router live (the
+    # router never stops listening: not one refused connection), drains,
+    # stops, and loses its unit and env file.
+    back = site_under_load(host, tmp_path, "retired")
+    assert back.refused == 0
+    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
+    assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
+    assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
+    assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
+    assert first_starts(host) == before
+    deadline = time.monotonic() + 60
+    while "prefill-1" in prometheus_up(host) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert prometheus_up(host) == {"prefill-0": "1"}
