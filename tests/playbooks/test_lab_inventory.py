@@ -77,3 +77,15 @@ def test_a_host_both_serving_and_retired_is_a_plan_error():
     groups = {"prefill": ["a"], "decode": ["b"], "router": ["c"], "monitoring": ["c"], "retired": ["a"]}
     with pytest.raises(PlanError, match="host a is in groups prefill and retired"):
         spec_from_inventory(groups, lambda h, v: None)
+
+
+def test_a_host_moved_to_retired_gets_the_plan_in_later_stages(tmp_path):
+    # retire.yml runs on prefill:decode:retired after the plan stage set the
+    # plan on the serving hosts only; the retired host needs it too.
+    args = _labctl(tmp_path).inventory_args(1, 1, retiring=["lab-prefill-1"])
+    result = subprocess.run([str(BIN / "ansible-playbook"), *args,
+                             str(ROOT / "tests" / "playbooks" / "files" / "plan_reaches_every_play_host.yml")],
+                            capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    for host in ("lab-prefill-0", "lab-decode-0", "lab-prefill-1"):
+        assert f"plan on {host}: True" in result.stdout, result.stdout[-3000:]
