@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,11 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     while "prefill-1" in prometheus_up(host) and time.monotonic() < deadline:
         time.sleep(2)
     assert prometheus_up(host) == {"prefill-0": "1"}
+
+    # Back where converge left it: a rerun of the original inventory changes
+    # nothing on any host (the scenario's idempotence check, after the cycle).
+    again = playbook("site.yml", INVENTORY)
+    assert again.returncode == 0, again.stdout[-4000:]
+    recap = {m[0]: int(m[1]) for m in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", again.stdout, re.M)}
+    assert recap == {"mol-cl-ctl": 0, "mol-cl-d": 0, "mol-cl-p": 0}, again.stdout[-4000:]
+    assert first_starts(host) == before
