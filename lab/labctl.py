@@ -15,6 +15,7 @@ Nodes are podman containers with systemd as PID 1 on the lab's own network
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -255,43 +256,67 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
     return retiring
 
 
-def container_cgroup_dir(name: str) -> Path | None:
-    """The container's cgroup directory of the CPU controller (v1 or v2);
-    None when the node is not running."""
+# Each NIXL worker busy-polls one core even when idle: nixl's Python API
+# starts its UCX progress thread with a zero delay (pthrDelay 0), so the
+# thread's poll() never sleeps. Two of them fill this machine's two cores.
+# The lab moves just those threads to a cgroup of the idle CPU class: they
+# then run only on CPU nothing else wants. vLLM, NIXL and every other thread
+# (API server, engine, KV transfers, which the engine's own thread also
+# progresses) keep their normal share. cgroup v1 only: v2 does not move
+# single threads out of their process's cgroup.
+POLLER_CGROUP = Path("/sys/fs/cgroup/cpu/pd-lab-nixl-poll")
+
+
+def _thread_cpu(task: Path) -> float:
+    """CPU seconds of one thread (/proc/PID/task/TID; /proc/TID sums the process)."""
+    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
+    """Host thread ids of the node's busy-polling NIXL threads: threads, not
+    the main one, of vLLM worker processes (which hold the NIXL agent) that
+    use a tenth of a core or more. Nothing else there comes close; the
+    poller gets at least that even on a crowded machine."""
     pid = podman("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
     if pid in ("", "0"):
-        return None
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "cpu" in controllers.split(","):
-            return Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
-        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            # cgroup v2: PID 1 of the node sits in init.scope below the container.
-            return Path("/sys/fs/cgroup") / path.lstrip("/").removesuffix("/init.scope")
-    raise SystemExit(f"node {name}: no CPU cgroup found for PID {pid}")
+        return []
+    node_ns = os.readlink(f"/proc/{pid}/ns/pid")
+    before: dict[Path, float] = {}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (proc.name.isdigit() and (proc / "comm").read_text().startswith("VLLM::Worker")
+                    and os.readlink(proc / "ns" / "pid") == node_ns):
+                for task in (proc / "task").iterdir():
+                    if task.name != proc.name:
+                        before[task] = _thread_cpu(task)
+    time.sleep(window)
+    busy = []
+    for task, used in before.items():
+        with contextlib.suppress(OSError):
+            if _thread_cpu(task) - used >= 0.1 * window:
+                busy.append(task.name)
+    return busy
 
 
-def background_cpu(names: list[str]) -> None:
-    """Put serving vLLM nodes in the idle CPU class.
-
-    Each NIXL worker busy-polls one core even when idle (nixl's Python API
-    starts its UCX progress thread with a zero delay). On a 2-core machine
-    that starves everything else: a new node's vLLM install got a third of
-    a core. In the idle class (cgroup cpu.idle) the nodes keep serving with
-    any CPU nothing else wants; vLLM and NIXL themselves are unchanged.
-    """
+def idle_nixl_pollers(names: list[str]) -> None:
+    """Move the nodes' NIXL polling threads to the idle CPU class."""
+    if not Path("/sys/fs/cgroup/cpu").is_dir():
+        step("cgroup v1 cpu controller not found: NIXL polling threads keep their CPU share")
+        return
+    POLLER_CGROUP.mkdir(exist_ok=True)
+    if (POLLER_CGROUP / "cpu.idle").exists():
+        (POLLER_CGROUP / "cpu.idle").write_text("1\n")
+    else:
+        (POLLER_CGROUP / "cpu.shares").write_text("2\n")
+    moved = {}
     for name in names:
-        directory = container_cgroup_dir(name)
-        if directory is None:
-            continue
-        if (directory / "cpu.idle").exists():
-            (directory / "cpu.idle").write_text("1\n")
-        elif (directory / "cpu.shares").exists():
-            (directory / "cpu.shares").write_text("2\n")
-        else:
-            (directory / "cpu.weight").write_text("1\n")
-    if names:
-        step(f"idle CPU class for the serving nodes: {', '.join(names)}")
+        for tid in nixl_pollers(name):
+            (POLLER_CGROUP / "tasks").write_text(tid + "\n")
+            moved.setdefault(name, []).append(tid)
+    if moved:
+        step("NIXL polling threads moved to the idle CPU class: "
+             + ", ".join(f"{name} ({', '.join(tids)})" for name, tids in moved.items()))
 
 
 def remove_nodes(names: list[str]) -> None:
@@ -382,19 +407,18 @@ def main(argv: list[str]) -> int:
         # Host directory the model_weights scenario shares between its nodes.
         (STATE / "molecule-shared").mkdir(parents=True, exist_ok=True)
         return 0
-    serving = [name for name in running_nodes() if name != "lab-ctl"]
     retiring = converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":
         return 0
-    # Nodes that served before this run yield the CPU to new nodes' installs.
-    background_cpu([name for name in serving if name in running_nodes()])
+    # Running instances' pollers (restarted ones start a new thread).
+    idle_nixl_pollers([name for name in running_nodes() if name != "lab-ctl"])
     rc = converge(opts.prefill, opts.decode, retiring)
     if rc:
         return rc
     if retiring:
         remove_nodes(retiring)
         inventory_args(opts.prefill, opts.decode)
-    background_cpu([name for name in lab_hosts(opts.prefill, opts.decode) if name != "lab-ctl"])
+    idle_nixl_pollers([name for name in lab_hosts(opts.prefill, opts.decode) if name != "lab-ctl"])
     step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
     first_completion(started)
     prometheus_report()

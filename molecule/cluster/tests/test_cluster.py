@@ -20,11 +20,18 @@ import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "lab")]
-from labctl import background_cpu  # noqa: E402
+from labctl import idle_nixl_pollers  # noqa: E402
 from loadgen import Load  # noqa: E402
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 WORKERS = {"mol-cl-p": ("vllm-prefill-0", 8100, "kv_producer"), "mol-cl-d": ("vllm-decode-0", 8200, "kv_consumer")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nixl_pollers_idle():
+    # Each idle NIXL worker busy-polls a core; on 2 cores the lab moves those
+    # threads to the idle CPU class (lab/labctl.py), as `make lab` does.
+    idle_nixl_pollers(["mol-cl-p", "mol-cl-d"])
 
 
 def controller_only(host):
@@ -119,7 +126,8 @@ def test_router_unit_user_ports_and_secret_file(host):
 def test_a_request_through_the_router_is_served_by_both_pools(host):
     controller_only(host)
     answer = chat(router_url(host))
-    assert answer["choices"][0]["message"]["content"]
+    # Tokens generated (a random-weight model's text may be empty).
+    assert answer["usage"]["completion_tokens"] > 0
     # The router's request id names the prefill and the decode instance.
     assert "___prefill_addr_" in answer["id"] and "___decode_addr_" in answer["id"]
 
@@ -160,7 +168,7 @@ def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, 
     assert prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0") == started
     assert prefill.service("vllm-prefill-0").is_running
     time.sleep(1)
-    assert chat(router_url(host))["choices"][0]["message"]["content"]
+    assert chat(router_url(host))["usage"]["completion_tokens"] > 0
 
 
 # --- rerun to scale ---------------------------------------------------------
@@ -213,9 +221,6 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     url = {name: f"http://{address(node(host, name))}:{8200 if name == 'mol-cl-d' else 8100}"
            for name in ("mol-cl-p", SPARE, "mol-cl-d")}
     assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
-    # Two idle NIXL workers spin both cores; the serving nodes take the idle
-    # CPU class so the spare's vLLM install gets a core (lab/labctl.py).
-    background_cpu(list(FIRST))
     before = first_starts(host)
 
     # Scale out: the spare joins prefill; the router restarts to take it
@@ -229,7 +234,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     while prometheus_up(host).get("prefill-1") != "1" and time.monotonic() < deadline:
         time.sleep(2)
     assert prometheus_up(host) == {"prefill-0": "1", "prefill-1": "1"}
-    background_cpu([SPARE])
+    idle_nixl_pollers([SPARE])
 
     # Scale in: the spare moves to `retired`: it leaves the router live (the
     # router never stops listening: not one refused connection), drains,
