@@ -19,10 +19,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
 .PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test bench render clean lab lab-nodes lab-destroy
-# Two lanes of light scenarios side by side (no vLLM in them; they mostly
-# wait on podman and apt), then the CPU-heavy cluster alone.
+# `make molecule`: two lanes of light scenarios side by side (no vLLM in
+# them; they mostly wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
 MOLECULE_HEAVY := cluster
+# `make test`: the cluster scenario (~30 min) beside one lane with every
+# other scenario and then pytest; see tools/molecule_lanes.py.
+TEST_LANES := cluster "preflight model_weights monitoring nvidia pytest"
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
@@ -90,11 +93,12 @@ molecule: venv vllm-venv
 
 test-fast: lint unit
 
-# Everything: lint, molecule, then unit, playbook and real-parser tests (which
-# must not skip here); pytest's summary is the last line.
-test: lint vllm-venv $(PROMTOOL) molecule
+# Everything: lint, then molecule and the unit, playbook and real-parser
+# tests (which must not skip here) in lanes; the lanes' summary is the last line.
+test: lint vllm-venv $(PROMTOOL)
+	$(BIN)/python lab/labctl.py assets
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
-		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/pytest tests
+		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
 
 PREFILL ?= 1
 DECODE ?= 1

@@ -404,8 +404,10 @@ def main(argv: list[str]) -> int:
     ensure_model()
     if opts.command == "assets":
         ensure_image()
-        # Host directory the model_weights scenario shares between its nodes.
-        (STATE / "molecule-shared").mkdir(parents=True, exist_ok=True)
+        # Host directories molecule scenarios share between their nodes
+        # (the cluster scenario has its own: it runs beside the others).
+        for shared in ("molecule-shared", "molecule-shared-cluster"):
+            (STATE / shared).mkdir(parents=True, exist_ok=True)
         return 0
     retiring = converge_nodes(opts.prefill, opts.decode)
     if opts.command == "nodes":

@@ -2,12 +2,15 @@
 """Run molecule scenarios in lanes: scenarios of one lane run one after the
 other, lanes run side by side; a lane stops at its first failure.
 
-    molecule_lanes.py "preflight model_weights" "monitoring nvidia" -- cluster
+    molecule_lanes.py cluster "preflight model_weights monitoring nvidia pytest"
 
-Lanes before `--` run in parallel (light scenarios: no vLLM, mostly waiting
-on podman and apt); scenarios after `--` run alone afterwards (the CPU-heavy
-cluster). Each scenario's output goes to .cache/molecule/<scenario>.log; a
-failed one's last lines are printed. Exits 1 if any scenario failed.
+Lanes before `--` run in parallel; scenarios after `--` run alone
+afterwards. `pytest` in a lane is the pytest suite (`pytest tests`, with the
+environment this tool got). `make test` runs the CPU-heavy cluster beside
+everything else: its NIXL pollers are in the idle CPU class (lab/labctl.py),
+so the rest gets the CPU they would waste. Each item's output goes to
+.cache/molecule/<item>.log; a failed one's last lines are printed, and
+pytest's summary line always. Exits 1 if anything failed.
 """
 
 from __future__ import annotations
@@ -20,19 +23,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".cache" / "molecule"
-MOLECULE = str(Path(sys.executable).parent / "molecule")
+BIN = Path(sys.executable).parent
+
+
+def command(item: str) -> list[str]:
+    if item == "pytest":
+        return [str(BIN / "pytest"), "tests"]
+    return [str(BIN / "molecule"), "test", "-s", item]
 
 
 def run(scenario: str, results: dict) -> bool:
     log = LOGS / f"{scenario}.log"
     start = time.monotonic()
-    print(f"== molecule test -s {scenario} (log: {log.relative_to(ROOT)})", flush=True)
+    print(f"== {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(command(scenario)))} "
+          f"(log: {log.relative_to(ROOT)})", flush=True)
     with log.open("w") as out:
-        rc = subprocess.run([MOLECULE, "test", "-s", scenario], stdout=out, stderr=subprocess.STDOUT,
+        rc = subprocess.run(command(scenario), stdout=out, stderr=subprocess.STDOUT,
                             cwd=ROOT, check=False).returncode
     elapsed = time.monotonic() - start
     results[scenario] = (rc, elapsed)
     print(f"== {scenario}: {'passed' if rc == 0 else f'FAILED (rc {rc})'} in {elapsed:.0f} s", flush=True)
+    if scenario == "pytest":
+        print("   pytest| " + log.read_text(errors="replace").rstrip().splitlines()[-1], flush=True)
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-150:]
         print("\n".join(f"   {scenario}| {line}" for line in tail), flush=True)
@@ -61,7 +73,7 @@ def main(argv: list[str]) -> int:
             if not run(scenario, results):
                 break
     wanted = [s for names in lanes for s in names] + after
-    print("== molecule: " + ", ".join(
+    print("== lanes: " + ", ".join(
         f"{s} {'ok' if results[s][0] == 0 else 'FAILED'} {results[s][1]:.0f} s" if s in results else f"{s} not run"
         for s in wanted), flush=True)
     return 0 if all(s in results and results[s][0] == 0 for s in wanted) else 1
