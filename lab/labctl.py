@@ -378,6 +378,8 @@ def destroy() -> None:
     scale = STATE / "inventory" / "scale.yml"
     if scale.exists():
         scale.unlink()
+    if POLLER_CGROUP.is_dir() and not (POLLER_CGROUP / "tasks").read_text().strip():
+        POLLER_CGROUP.rmdir()
     step("lab removed (image, wheelhouse and model kept in .lab/)")
 
 
