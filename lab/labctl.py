@@ -5,6 +5,7 @@
     labctl.py nodes [--prefill N] [--decode M] only build and start the nodes
     labctl.py assets                           only build image, wheelhouse and model (molecule)
     labctl.py destroy                          remove nodes and the network
+    labctl.py watch-pollers NODE...            keep NIXL pollers idle while the nodes exist
     labctl.py status
 
 Nodes are podman containers with systemd as PID 1 on the lab's own network
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -182,8 +184,10 @@ def converge(prefill: int, decode: int, retiring: list[str] | None = None) -> in
     inventory = inventory_args(prefill, decode, retiring)
     step(f"running playbooks/site.yml ({' '.join(inventory)})")
     playbook = Path(sys.executable).parent / "ansible-playbook"
-    result = subprocess.run([str(playbook), str(ROOT / "playbooks" / "site.yml"), *inventory], env=ENV, cwd=ROOT,
-                            check=False)
+    vllm_nodes = [name for name in lab_hosts(prefill, decode) if name != "lab-ctl"]
+    with PollerWatch(vllm_nodes):
+        result = subprocess.run([str(playbook), str(ROOT / "playbooks" / "site.yml"), *inventory], env=ENV,
+                                cwd=ROOT, check=False)
     step(f"site.yml finished in {time.monotonic() - started:.0f} s (rc {result.returncode})")
     return result.returncode
 
@@ -299,24 +303,70 @@ def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
     return busy
 
 
-def idle_nixl_pollers(names: list[str]) -> None:
-    """Move the nodes' NIXL polling threads to the idle CPU class."""
+def idle_nixl_pollers(names: list[str], quiet: bool = False) -> list[str]:
+    """Move the nodes' NIXL polling threads to the idle CPU class; returns
+    the thread ids moved now (already moved ones are left alone)."""
     if not Path("/sys/fs/cgroup/cpu").is_dir():
-        step("cgroup v1 cpu controller not found: NIXL polling threads keep their CPU share")
-        return
+        if not quiet:
+            step("cgroup v1 cpu controller not found: NIXL polling threads keep their CPU share")
+        return []
     POLLER_CGROUP.mkdir(exist_ok=True)
     if (POLLER_CGROUP / "cpu.idle").exists():
         (POLLER_CGROUP / "cpu.idle").write_text("1\n")
     else:
         (POLLER_CGROUP / "cpu.shares").write_text("2\n")
+    done = set((POLLER_CGROUP / "tasks").read_text().split())
     moved = {}
     for name in names:
         for tid in nixl_pollers(name):
-            (POLLER_CGROUP / "tasks").write_text(tid + "\n")
-            moved.setdefault(name, []).append(tid)
+            if tid not in done:
+                (POLLER_CGROUP / "tasks").write_text(tid + "\n")
+                moved.setdefault(name, []).append(tid)
     if moved:
         step("NIXL polling threads moved to the idle CPU class: "
              + ", ".join(f"{name} ({', '.join(tids)})" for name, tids in moved.items()))
+    return [tid for tids in moved.values() for tid in tids]
+
+
+class PollerWatch(threading.Thread):
+    """While a playbook runs, moves the pollers of instances it starts to
+    the idle CPU class within `every` seconds (instead of after the run)."""
+
+    def __init__(self, names: list[str], every: float = 10):
+        super().__init__(daemon=True)
+        self.names, self.every = names, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            with contextlib.suppress(OSError, subprocess.CalledProcessError):
+                idle_nixl_pollers(self.names, quiet=True)
+
+    def __enter__(self) -> PollerWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def watch_pollers(names: list[str], every: float = 10) -> int:
+    """`labctl.py watch-pollers NODE...`: keep the nodes' NIXL pollers in the
+    idle CPU class until none of the nodes exists any more (a molecule
+    scenario starts it in prepare; it ends after the scenario's destroy)."""
+    missing_since = None
+    while True:
+        present = [n for n in names if podman("container", "exists", n, check=False).returncode == 0]
+        if present:
+            missing_since = None
+            with contextlib.suppress(OSError, subprocess.CalledProcessError):
+                idle_nixl_pollers(present, quiet=True)
+        elif missing_since is None:
+            missing_since = time.monotonic()
+        elif time.monotonic() - missing_since > 3 * every:
+            return 0
+        time.sleep(every)
 
 
 def remove_nodes(names: list[str]) -> None:
@@ -385,10 +435,14 @@ def destroy() -> None:
 
 def main(argv: list[str]) -> int:
     cli = argparse.ArgumentParser(description="vllm-pd-ansible lab")
-    cli.add_argument("command", choices=("up", "nodes", "assets", "destroy", "status", "inventory-args"))
+    cli.add_argument("command", choices=("up", "nodes", "assets", "destroy", "status", "inventory-args",
+                                         "watch-pollers"))
+    cli.add_argument("nodes", nargs="*", help="watch-pollers: the node (container) names")
     cli.add_argument("--prefill", type=int, default=1)
     cli.add_argument("--decode", type=int, default=1)
     opts = cli.parse_args(argv)
+    if opts.command == "watch-pollers":
+        return watch_pollers(opts.nodes)
     if opts.prefill < 1 or opts.decode < 1:
         cli.error("--prefill and --decode must be at least 1")
     if opts.command == "inventory-args":

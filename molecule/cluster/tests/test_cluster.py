@@ -19,19 +19,11 @@ import pytest
 import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "lab")]
-from labctl import idle_nixl_pollers  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import Load  # noqa: E402
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 WORKERS = {"mol-cl-p": ("vllm-prefill-0", 8100, "kv_producer"), "mol-cl-d": ("vllm-decode-0", 8200, "kv_consumer")}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _nixl_pollers_idle():
-    # Each idle NIXL worker busy-polls a core; on 2 cores the lab moves those
-    # threads to the idle CPU class (lab/labctl.py), as `make lab` does.
-    idle_nixl_pollers(["mol-cl-p", "mol-cl-d"])
 
 
 def controller_only(host):
@@ -234,7 +226,6 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     while prometheus_up(host).get("prefill-1") != "1" and time.monotonic() < deadline:
         time.sleep(2)
     assert prometheus_up(host) == {"prefill-0": "1", "prefill-1": "1"}
-    idle_nixl_pollers([SPARE])
 
     # Scale in: the spare moves to `retired`: it leaves the router live (the
     # router never stops listening: not one refused connection), drains,
