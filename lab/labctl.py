@@ -5,7 +5,7 @@
     labctl.py nodes [--prefill N] [--decode M] only build and start the nodes
     labctl.py assets                           only build image, wheelhouse and model (molecule)
     labctl.py destroy                          remove nodes and the network
-    labctl.py watch-pollers NODE...            keep NIXL pollers idle while the nodes exist
+    labctl.py watch-pollers NODE...            keep NIXL pollers on a small CPU share while the nodes exist
     labctl.py status
 
 Nodes are podman containers with systemd as PID 1 on the lab's own network
@@ -263,12 +263,16 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
 # Each NIXL worker busy-polls one core even when idle: nixl's Python API
 # starts its UCX progress thread with a zero delay (pthrDelay 0), so the
 # thread's poll() never sleeps. Two of them fill this machine's two cores.
-# The lab moves just those threads to a cgroup of the idle CPU class: they
-# then run only on CPU nothing else wants. vLLM, NIXL and every other thread
-# (API server, engine, KV transfers, which the engine's own thread also
-# progresses) keep their normal share. cgroup v1 only: v2 does not move
-# single threads out of their process's cgroup.
+# The lab moves just those threads to a cgroup with a small CPU share: they
+# then take little CPU that anything else wants. Not the idle class: a
+# thread there can wait minutes on a busy machine, and a worker whose engine
+# needed that thread hung (decode's engine died after 60 s without an answer
+# from its worker, in a make test run). vLLM, NIXL and every other thread keep
+# their normal share. cgroup v1 only: v2 does not move single threads out of
+# their process's cgroup.
 POLLER_CGROUP = Path("/sys/fs/cgroup/cpu/pd-lab-nixl-poll")
+POLLER_SHARES = 64  # of 1024 for a normal cgroup or task
+POLL_SYSCALL = "7"  # poll(2) on x86_64, what the UCX progress thread calls
 
 
 def _thread_cpu(task: Path) -> float:
@@ -277,11 +281,11 @@ def _thread_cpu(task: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
+def nixl_pollers(name: str, window: float = 2.0, samples: int = 40) -> list[str]:
     """Host thread ids of the node's busy-polling NIXL threads: threads, not
     the main one, of vLLM worker processes (which hold the NIXL agent) that
-    use a tenth of a core or more. Nothing else there comes close; the
-    poller gets at least that even on a crowded machine."""
+    use a tenth of a core or more and are seen inside poll(2); the engine's
+    compute threads never are."""
     pid = podman("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
     if pid in ("", "0"):
         return []
@@ -294,27 +298,32 @@ def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
                 for task in (proc / "task").iterdir():
                     if task.name != proc.name:
                         before[task] = _thread_cpu(task)
-    time.sleep(window)
+    polling: set[Path] = set()
+    for _ in range(samples):
+        for task in before:
+            with contextlib.suppress(OSError):
+                if (task / "syscall").read_text().split(" ", 1)[0] == POLL_SYSCALL:
+                    polling.add(task)
+        time.sleep(window / samples)
     busy = []
-    for task, used in before.items():
+    for task in polling:
         with contextlib.suppress(OSError):
-            if _thread_cpu(task) - used >= 0.1 * window:
+            if _thread_cpu(task) - before[task] >= 0.1 * window:
                 busy.append(task.name)
     return busy
 
 
 def idle_nixl_pollers(names: list[str], quiet: bool = False) -> list[str]:
-    """Move the nodes' NIXL polling threads to the idle CPU class; returns
-    the thread ids moved now (already moved ones are left alone)."""
+    """Move the nodes' NIXL polling threads to the small-share cgroup;
+    returns the thread ids moved now (already moved ones are left alone)."""
     if not Path("/sys/fs/cgroup/cpu").is_dir():
         if not quiet:
             step("cgroup v1 cpu controller not found: NIXL polling threads keep their CPU share")
         return []
     POLLER_CGROUP.mkdir(exist_ok=True)
     if (POLLER_CGROUP / "cpu.idle").exists():
-        (POLLER_CGROUP / "cpu.idle").write_text("1\n")
-    else:
-        (POLLER_CGROUP / "cpu.shares").write_text("2\n")
+        (POLLER_CGROUP / "cpu.idle").write_text("0\n")
+    (POLLER_CGROUP / "cpu.shares").write_text(f"{POLLER_SHARES}\n")
     done = set((POLLER_CGROUP / "tasks").read_text().split())
     moved = {}
     for name in names:
@@ -323,14 +332,14 @@ def idle_nixl_pollers(names: list[str], quiet: bool = False) -> list[str]:
                 (POLLER_CGROUP / "tasks").write_text(tid + "\n")
                 moved.setdefault(name, []).append(tid)
     if moved:
-        step("NIXL polling threads moved to the idle CPU class: "
+        step("NIXL polling threads moved to a small CPU share: "
              + ", ".join(f"{name} ({', '.join(tids)})" for name, tids in moved.items()))
     return [tid for tids in moved.values() for tid in tids]
 
 
 class PollerWatch(threading.Thread):
     """While a playbook runs, moves the pollers of instances it starts to
-    the idle CPU class within `every` seconds (instead of after the run)."""
+    the small-share cgroup within `every` seconds (instead of after the run)."""
 
     def __init__(self, names: list[str], every: float = 10):
         super().__init__(daemon=True)
@@ -352,8 +361,8 @@ class PollerWatch(threading.Thread):
 
 
 def watch_pollers(names: list[str], every: float = 10) -> int:
-    """`labctl.py watch-pollers NODE...`: keep the nodes' NIXL pollers in the
-    idle CPU class until none of the nodes exists any more (a molecule
+    """`labctl.py watch-pollers NODE...`: keep the nodes' NIXL pollers on a
+    small CPU share until none of the nodes exists any more (a molecule
     scenario starts it in prepare; it ends after the scenario's destroy)."""
     missing_since = None
     while True:

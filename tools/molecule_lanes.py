@@ -7,7 +7,7 @@ other, lanes run side by side; a lane stops at its first failure.
 Lanes before `--` run in parallel; scenarios after `--` run alone
 afterwards. `pytest` in a lane is the pytest suite (`pytest tests`, with the
 environment this tool got). `make test` runs the CPU-heavy cluster beside
-everything else: its NIXL pollers are in the idle CPU class (lab/labctl.py),
+everything else: its NIXL pollers run on a small CPU share (lab/labctl.py),
 so the rest gets the CPU they would waste. Each item's output goes to
 .cache/molecule/<item>.log; a failed one's last lines are printed, and
 pytest's summary line always. Exits 1 if anything failed.
