@@ -272,7 +272,6 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
 # their process's cgroup.
 POLLER_CGROUP = Path("/sys/fs/cgroup/cpu/pd-lab-nixl-poll")
 POLLER_SHARES = 64  # of 1024 for a normal cgroup or task
-POLL_SYSCALL = "7"  # poll(2) on x86_64, what the UCX progress thread calls
 
 
 def _thread_cpu(task: Path) -> float:
@@ -281,11 +280,11 @@ def _thread_cpu(task: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def nixl_pollers(name: str, window: float = 2.0, samples: int = 40) -> list[str]:
+def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
     """Host thread ids of the node's busy-polling NIXL threads: threads, not
-    the main one, of vLLM worker processes (which hold the NIXL agent) that
-    use a tenth of a core or more and are seen inside poll(2); the engine's
-    compute threads never are."""
+    the main one (which computes), of vLLM worker processes (which hold the
+    NIXL agent) that use a tenth of a core or more. /proc shows the poller
+    always `running` (its poll(2) never blocks), so only the CPU use tells."""
     pid = podman("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
     if pid in ("", "0"):
         return []
@@ -298,17 +297,11 @@ def nixl_pollers(name: str, window: float = 2.0, samples: int = 40) -> list[str]
                 for task in (proc / "task").iterdir():
                     if task.name != proc.name:
                         before[task] = _thread_cpu(task)
-    polling: set[Path] = set()
-    for _ in range(samples):
-        for task in before:
-            with contextlib.suppress(OSError):
-                if (task / "syscall").read_text().split(" ", 1)[0] == POLL_SYSCALL:
-                    polling.add(task)
-        time.sleep(window / samples)
+    time.sleep(window)
     busy = []
-    for task in polling:
+    for task, used in before.items():
         with contextlib.suppress(OSError):
-            if _thread_cpu(task) - before[task] >= 0.1 * window:
+            if _thread_cpu(task) - used >= 0.1 * window:
                 busy.append(task.name)
     return busy
 
