@@ -306,7 +306,7 @@ def nixl_pollers(name: str, window: float = 2.0) -> list[str]:
     return busy
 
 
-def idle_nixl_pollers(names: list[str], quiet: bool = False) -> list[str]:
+def deprioritize_nixl_pollers(names: list[str], quiet: bool = False) -> list[str]:
     """Move the nodes' NIXL polling threads to the small-share cgroup;
     returns the thread ids moved now (already moved ones are left alone)."""
     if not Path("/sys/fs/cgroup/cpu").is_dir():
@@ -342,7 +342,7 @@ class PollerWatch(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             with contextlib.suppress(OSError, subprocess.CalledProcessError):
-                idle_nixl_pollers(self.names, quiet=True)
+                deprioritize_nixl_pollers(self.names, quiet=True)
 
     def __enter__(self) -> PollerWatch:
         self.start()
@@ -363,7 +363,7 @@ def watch_pollers(names: list[str], every: float = 10) -> int:
         if present:
             missing_since = None
             with contextlib.suppress(OSError, subprocess.CalledProcessError):
-                idle_nixl_pollers(present, quiet=True)
+                deprioritize_nixl_pollers(present, quiet=True)
         elif missing_since is None:
             missing_since = time.monotonic()
         elif time.monotonic() - missing_since > 3 * every:
@@ -471,14 +471,14 @@ def main(argv: list[str]) -> int:
     if opts.command == "nodes":
         return 0
     # Running instances' pollers (restarted ones start a new thread).
-    idle_nixl_pollers([name for name in running_nodes() if name != "lab-ctl"])
+    deprioritize_nixl_pollers([name for name in running_nodes() if name != "lab-ctl"])
     rc = converge(opts.prefill, opts.decode, retiring)
     if rc:
         return rc
     if retiring:
         remove_nodes(retiring)
         inventory_args(opts.prefill, opts.decode)
-    idle_nixl_pollers([name for name in lab_hosts(opts.prefill, opts.decode) if name != "lab-ctl"])
+    deprioritize_nixl_pollers([name for name in lab_hosts(opts.prefill, opts.decode) if name != "lab-ctl"])
     step(f"lab converged in {time.monotonic() - started:.0f} s: {opts.prefill} prefill, {opts.decode} decode")
     first_completion(started)
     prometheus_report()

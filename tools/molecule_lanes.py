@@ -35,10 +35,10 @@ def command(item: str) -> list[str]:
 def run(scenario: str, results: dict) -> bool:
     log = LOGS / f"{scenario}.log"
     start = time.monotonic()
-    print(f"== {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(command(scenario)))} "
-          f"(log: {log.relative_to(ROOT)})", flush=True)
+    argv = command(scenario)
+    print(f"== {' '.join([Path(argv[0]).name, *argv[1:]])} (log: {log.relative_to(ROOT)})", flush=True)
     with log.open("w") as out:
-        rc = subprocess.run(command(scenario), stdout=out, stderr=subprocess.STDOUT,
+        rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
                             cwd=ROOT, check=False).returncode
     elapsed = time.monotonic() - start
     results[scenario] = (rc, elapsed)

@@ -52,19 +52,18 @@ def chat(router: str, text: str = "Say hello.") -> dict:
         return json.loads(answer.read())
 
 
+def node(host, name: str):
+    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
 def router_url(host) -> str:
-    ctl = host.get_host("ansible://mol-cl-ctl", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    return f"http://{address(ctl)}:8000"
+    return f"http://{address(node(host, 'mol-cl-ctl'))}:8000"
 
 
 def playbook(name: str, *inventories: Path) -> subprocess.CompletedProcess:
     sources = [arg for inventory in inventories for arg in ("-i", str(inventory))]
     return subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / name), *sources],
                           capture_output=True, text=True, check=False, cwd=ROOT)
-
-
-def node(host, name: str):
-    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
@@ -141,7 +140,7 @@ def test_verify_playbook_passes(host):
 
 def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, tmp_path):
     controller_only(host)
-    prefill = host.get_host("ansible://mol-cl-p", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    prefill = node(host, "mol-cl-p")
     started = prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0")
     unit_before = prefill.file("/etc/systemd/system/vllm-prefill-0.service").content_string
     broken = tmp_path / "inventory"
@@ -207,6 +206,14 @@ def prometheus_up(host) -> dict[str, str]:
         return {r["metric"]["instance"]: r["value"][1] for r in json.loads(answer.read())["data"]["result"]}
 
 
+def wait_prometheus_prefill_up(host, expected: dict[str, str], timeout: float = 60) -> None:
+    """Prometheus' `up` of the prefill job becomes `expected` (scrape interval 5 s)."""
+    deadline = time.monotonic() + timeout
+    while prometheus_up(host) != expected and time.monotonic() < deadline:
+        time.sleep(2)
+    assert prometheus_up(host) == expected
+
+
 def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path):
     controller_only(host)
     router = router_url(host)
@@ -222,10 +229,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     assert spare.service("vllm-prefill-1").is_running
     assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": [url["mol-cl-d"]]}
     assert first_starts(host) == before
-    deadline = time.monotonic() + 60
-    while prometheus_up(host).get("prefill-1") != "1" and time.monotonic() < deadline:
-        time.sleep(2)
-    assert prometheus_up(host) == {"prefill-0": "1", "prefill-1": "1"}
+    wait_prometheus_prefill_up(host, {"prefill-0": "1", "prefill-1": "1"})
 
     # Scale in: the spare moves to `retired`: it leaves the router live (the
     # router never stops listening: not one refused connection), drains,
@@ -237,10 +241,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
     assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
     assert first_starts(host) == before
-    deadline = time.monotonic() + 60
-    while "prefill-1" in prometheus_up(host) and time.monotonic() < deadline:
-        time.sleep(2)
-    assert prometheus_up(host) == {"prefill-0": "1"}
+    wait_prometheus_prefill_up(host, {"prefill-0": "1"})
 
     # Back where converge left it: a rerun of the original inventory changes
     # nothing on any host (the scenario's idempotence check, after the cycle).
