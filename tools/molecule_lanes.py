@@ -6,7 +6,7 @@ other, lanes run side by side; a lane stops at its first failure.
 
 Lanes before `--` run in parallel; scenarios after `--` run alone
 afterwards. `pytest` in a lane is the pytest suite (`pytest tests`, with the
-environment this tool got). `make test` runs the CPU-heavy cluster beside
+environment this tool got; its log lists the 15 slowest tests). `make test` runs the CPU-heavy cluster beside
 everything else: its NIXL pollers run on a small CPU share (lab/labctl.py),
 so the rest gets the CPU they would waste. Each item's output goes to
 .cache/molecule/<item>.log; a failed one's last lines are printed, and
@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 
 def command(item: str) -> list[str]:
     if item == "pytest":
-        return [str(BIN / "pytest"), "tests"]
+        return [str(BIN / "pytest"), "tests", "--durations=15"]
     return [str(BIN / "molecule"), "test", "-s", item]
 
 

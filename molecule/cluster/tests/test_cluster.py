@@ -21,19 +21,17 @@ import yaml
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import Load  # noqa: E402
+from nodes import address, node  # noqa: E402
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+ROUTER = "mol-cl-ctl"
 WORKERS = {"mol-cl-p": ("vllm-prefill-0", 8100, "kv_producer"), "mol-cl-d": ("vllm-decode-0", 8200, "kv_consumer")}
 
 
 def controller_only(host):
     # Controller-side tests run once, not once per node.
-    if host.backend.get_hostname() != "mol-cl-ctl":
+    if host.backend.get_hostname() != ROUTER:
         pytest.skip("runs once, from the controller")
-
-
-def address(host) -> str:
-    return host.ansible("setup", "gather_subset=network")["ansible_facts"]["ansible_default_ipv4"]["address"]
 
 
 def main_pid(host, unit: str) -> int:
@@ -52,12 +50,8 @@ def chat(router: str, text: str = "Say hello.") -> dict:
         return json.loads(answer.read())
 
 
-def node(host, name: str):
-    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-
-
-def router_url(host) -> str:
-    return f"http://{address(node(host, 'mol-cl-ctl'))}:8000"
+def router_url() -> str:
+    return f"http://{address(ROUTER)}:8000"
 
 
 def playbook(name: str, *inventories: Path) -> subprocess.CompletedProcess:
@@ -66,57 +60,57 @@ def playbook(name: str, *inventories: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False, cwd=ROOT)
 
 
-def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
+def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host, box):
     name = host.backend.get_hostname()
     if name not in WORKERS:
         pytest.skip("worker nodes only")
     unit, port, role = WORKERS[name]
-    service = host.service(unit)
+    service = box.service(unit)
     assert service.is_running and service.is_enabled
-    pid = main_pid(host, unit)
-    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm"
-    argv = host.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
+    pid = main_pid(box, unit)
+    assert box.check_output(f"stat -c %U /proc/{pid}") == "vllm"
+    argv = box.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
     argv = [a.decode() for a in argv]
     assert argv[:5] == ["/opt/vllm/0.32.0/bin/python", "-m", "vllm.entrypoints.openai.api_server",
                         "--model", "/models/tiny-llama"]
     # The JSON argument survived systemd's parsing byte for byte.
     config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
     assert config == {"kv_buffer_device": "cpu", "kv_connector": "NixlConnector", "kv_role": role}
-    ip = address(host)
+    ip = address(host.backend.get_hostname())
     assert argv[argv.index("--host") + 1] == ip and argv[argv.index("--port") + 1] == str(port)
     # Sandbox in force: the OS is read-only for the process, /tmp is private.
-    mounts = host.file(f"/proc/{pid}/mountinfo").content_string
+    mounts = box.file(f"/proc/{pid}/mountinfo").content_string
     options = {line.split()[4]: line.split()[5].split(",") for line in mounts.splitlines()}
     assert "ro" in options["/"], options["/"]
     assert "rw" in options["/var/lib/vllm"], options.get("/var/lib/vllm")
-    assert host.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
-    env = host.file(f"/etc/vllm/{unit}.env")
+    assert box.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
+    env = box.file(f"/etc/vllm/{unit}.env")
     assert env.user == "root" and env.group == "vllm" and env.mode == 0o640
     assert f"VLLM_NIXL_SIDE_CHANNEL_HOST={ip}" in env.content_string
     # Bound to the cluster address only, never 0.0.0.0.
-    assert host.socket(f"tcp://{ip}:{port}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert box.socket(f"tcp://{ip}:{port}").is_listening
+    assert not box.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-def test_router_unit_user_ports_and_secret_file(host):
-    if host.backend.get_hostname() != "mol-cl-ctl":
+def test_router_unit_user_ports_and_secret_file(host, box):
+    if host.backend.get_hostname() != ROUTER:
         pytest.skip("router node only")
-    assert host.service("vllm-router").is_running and host.service("vllm-router").is_enabled
-    pid = main_pid(host, "vllm-router")
-    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm-router"
-    ip = address(host)
-    assert host.socket(f"tcp://{ip}:8000").is_listening
-    assert host.socket(f"tcp://{ip}:29000").is_listening
-    env = host.file("/etc/vllm-router/router.env")
+    assert box.service("vllm-router").is_running and box.service("vllm-router").is_enabled
+    pid = main_pid(box, "vllm-router")
+    assert box.check_output(f"stat -c %U /proc/{pid}") == "vllm-router"
+    ip = address(host.backend.get_hostname())
+    assert box.socket(f"tcp://{ip}:8000").is_listening
+    assert box.socket(f"tcp://{ip}:29000").is_listening
+    env = box.file("/etc/vllm-router/router.env")
     assert env.user == "root" and env.mode == 0o600
-    assert host.file("/etc/vllm-router").mode == 0o700
-    metrics = host.check_output(f"curl -sf http://{ip}:29000/metrics")
+    assert box.file("/etc/vllm-router").mode == 0o700
+    metrics = box.check_output(f"curl -sf http://{ip}:29000/metrics")
     assert "vllm_router" in metrics
 
 
 def test_a_request_through_the_router_is_served_by_both_pools(host):
     controller_only(host)
-    answer = chat(router_url(host))
+    answer = chat(router_url())
     # Tokens generated (a random-weight model's text may be empty).
     assert answer["usage"]["completion_tokens"] > 0
     # The router's request id names the prefill and the decode instance.
@@ -140,7 +134,7 @@ def test_verify_playbook_passes(host):
 
 def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, tmp_path):
     controller_only(host)
-    prefill = node(host, "mol-cl-p")
+    prefill = node("mol-cl-p")
     started = prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0")
     unit_before = prefill.file("/etc/systemd/system/vllm-prefill-0.service").content_string
     broken = tmp_path / "inventory"
@@ -159,7 +153,7 @@ def test_rejected_serve_flag_fails_the_run_and_the_instance_keeps_serving(host, 
     assert prefill.check_output("systemctl show -p ActiveEnterTimestamp --value vllm-prefill-0") == started
     assert prefill.service("vllm-prefill-0").is_running
     time.sleep(1)
-    assert chat(router_url(host))["usage"]["completion_tokens"] > 0
+    assert chat(router_url())["usage"]["completion_tokens"] > 0
 
 
 # --- rerun to scale ---------------------------------------------------------
@@ -175,19 +169,22 @@ def router_workers(router: str) -> dict:
     return {kind: sorted(urls) for kind, urls in found.items()}
 
 
-def first_starts(host) -> dict[str, tuple[str, str]]:
+def first_starts() -> dict[str, tuple[str, str]]:
     """(ActiveEnterTimestamp, MainPID) of the first two instances."""
-    return {name: tuple(node(host, name).check_output(
+    return {name: tuple(node(name).check_output(
         f"systemctl show -p ActiveEnterTimestamp -p MainPID --value {unit}").splitlines())
         for name, unit in FIRST.items()}
 
 
-def site_under_load(host, tmp_path: Path, group: str) -> Load:
+def site_under_load(tmp_path: Path, group: str) -> Load:
     """site.yml with the spare node in `group`, a request loop through the
     router the whole time. The run must pass and no request may fail."""
     extra = tmp_path / f"{group}.yml"
     extra.write_text(json.dumps({"all": {"children": {group: {"hosts": {SPARE: {}}}}}}))
-    load = Load(router_url(host))
+    # One request every ~2 s: steady traffic through every step, light
+    # enough that the 2 cores still run Ansible (bench/scale_load.py measures
+    # the heavier 0.5 s loop).
+    load = Load(router_url(), pause=2.0)
     load.start()
     started = time.monotonic()
     result = playbook("site.yml", INVENTORY, extra)
@@ -199,49 +196,49 @@ def site_under_load(host, tmp_path: Path, group: str) -> Load:
     return load
 
 
-def prometheus_up(host) -> dict[str, str]:
+def prometheus_up() -> dict[str, str]:
     query = urllib.parse.urlencode({"query": 'up{job="vllm-prefill"}'})
-    with urllib.request.urlopen(f"http://{address(node(host, 'mol-cl-ctl'))}:9090/api/v1/query?{query}",
+    with urllib.request.urlopen(f"http://{address(ROUTER)}:9090/api/v1/query?{query}",
                                 timeout=10) as answer:
         return {r["metric"]["instance"]: r["value"][1] for r in json.loads(answer.read())["data"]["result"]}
 
 
-def wait_prometheus_prefill_up(host, expected: dict[str, str], timeout: float = 60) -> None:
+def wait_prometheus_prefill_up(expected: dict[str, str], timeout: float = 60) -> None:
     """Prometheus' `up` of the prefill job becomes `expected` (scrape interval 5 s)."""
     deadline = time.monotonic() + timeout
-    while prometheus_up(host) != expected and time.monotonic() < deadline:
+    while prometheus_up() != expected and time.monotonic() < deadline:
         time.sleep(2)
-    assert prometheus_up(host) == expected
+    assert prometheus_up() == expected
 
 
 def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path):
     controller_only(host)
-    router = router_url(host)
-    url = {name: f"http://{address(node(host, name))}:{8200 if name == 'mol-cl-d' else 8100}"
+    router = router_url()
+    url = {name: f"http://{address(name)}:{8200 if name == 'mol-cl-d' else 8100}"
            for name in ("mol-cl-p", SPARE, "mol-cl-d")}
     assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
-    before = first_starts(host)
+    before = first_starts()
 
     # Scale out: the spare joins prefill; the router restarts to take it
     # (vllm-router cannot add a PD worker live), refused connections retried.
-    site_under_load(host, tmp_path, "prefill")
-    spare = node(host, SPARE)
+    site_under_load(tmp_path, "prefill")
+    spare = node(SPARE)
     assert spare.service("vllm-prefill-1").is_running
     assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": [url["mol-cl-d"]]}
-    assert first_starts(host) == before
-    wait_prometheus_prefill_up(host, {"prefill-0": "1", "prefill-1": "1"})
+    assert first_starts() == before
+    wait_prometheus_prefill_up({"prefill-0": "1", "prefill-1": "1"})
 
     # Scale in: the spare moves to `retired`: it leaves the router live (the
     # router never stops listening: not one refused connection), drains,
     # stops, and loses its unit and env file.
-    back = site_under_load(host, tmp_path, "retired")
+    back = site_under_load(tmp_path, "retired")
     assert back.refused == 0
     assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
     assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
     assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
-    assert first_starts(host) == before
-    wait_prometheus_prefill_up(host, {"prefill-0": "1"})
+    assert first_starts() == before
+    wait_prometheus_prefill_up({"prefill-0": "1"})
 
     # Back where converge left it: a rerun of the original inventory changes
     # nothing on any host (the scenario's idempotence check, after the cycle).
@@ -249,4 +246,4 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     assert again.returncode == 0, again.stdout[-4000:]
     recap = {m[0]: int(m[1]) for m in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", again.stdout, re.M)}
     assert recap == {"mol-cl-ctl": 0, "mol-cl-d": 0, "mol-cl-p": 0}, again.stdout[-4000:]
-    assert first_starts(host) == before
+    assert first_starts() == before
