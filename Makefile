@@ -23,9 +23,9 @@ export PY_COLORS := 0
 # them; they mostly wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
 MOLECULE_HEAVY := cluster
-# `make test`: the cluster scenario (~30 min) beside one lane with every
-# other scenario and then pytest; see tools/molecule_lanes.py.
-TEST_LANES := cluster "preflight model_weights monitoring nvidia pytest"
+# `make test`: the cluster scenario (the longest, ~30 min) beside one lane
+# with lint, every other scenario and pytest; see tools/molecule_lanes.py.
+TEST_LANES := cluster "lint preflight model_weights monitoring nvidia pytest"
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
@@ -93,9 +93,9 @@ molecule: venv vllm-venv
 
 test-fast: lint unit
 
-# Everything: lint, then molecule and the unit, playbook and real-parser
-# tests (which must not skip here) in lanes; the lanes' summary is the last line.
-test: lint vllm-venv $(PROMTOOL)
+# Everything: lint, molecule and the unit, playbook and real-parser tests
+# (which must not skip here) in lanes; the lanes' summary is the last line.
+test: venv vllm-venv $(PROMTOOL)
 	$(BIN)/python lab/labctl.py assets
 	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
 		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)

@@ -2,11 +2,12 @@
 """Run molecule scenarios in lanes: scenarios of one lane run one after the
 other, lanes run side by side; a lane stops at its first failure.
 
-    molecule_lanes.py cluster "preflight model_weights monitoring nvidia pytest"
+    molecule_lanes.py cluster "lint preflight model_weights monitoring nvidia pytest"
 
 Lanes before `--` run in parallel; scenarios after `--` run alone
 afterwards. `pytest` in a lane is the pytest suite (`pytest tests`, with the
-environment this tool got; its log lists the 15 slowest tests). `make test` runs the CPU-heavy cluster beside
+environment this tool got; its log lists the 15 slowest tests), `lint` is
+`make lint`. `make test` runs the CPU-heavy cluster beside
 everything else: its NIXL pollers run on a small CPU share (lab/labctl.py),
 so the rest gets the CPU they would waste. Each item's output goes to
 .cache/molecule/<item>.log; a failed one's last lines are printed, and
@@ -27,6 +28,8 @@ BIN = Path(sys.executable).parent
 
 
 def command(item: str) -> list[str]:
+    if item == "lint":
+        return ["make", "--no-print-directory", "lint"]
     if item == "pytest":
         return [str(BIN / "pytest"), "tests", "--durations=15"]
     return [str(BIN / "molecule"), "test", "-s", item]
