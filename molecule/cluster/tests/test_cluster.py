@@ -176,7 +176,7 @@ def first_starts() -> dict[str, tuple[str, str]]:
         for name, unit in FIRST.items()}
 
 
-def site_under_load(tmp_path: Path, group: str) -> Load:
+def site_under_load(tmp_path: Path, group: str, capsys) -> Load:
     """site.yml with the spare node in `group`, a request loop through the
     router the whole time. The run must pass and no request may fail."""
     extra = tmp_path / f"{group}.yml"
@@ -189,7 +189,8 @@ def site_under_load(tmp_path: Path, group: str) -> Load:
     started = time.monotonic()
     result = playbook("site.yml", INVENTORY, extra)
     load.finish()
-    print(f"{group}: site.yml {time.monotonic() - started:.0f} s; {load.summary()}")
+    with capsys.disabled():  # the figures belong in the scenario's log, passed or not
+        print(f"\n{group}: site.yml {time.monotonic() - started:.0f} s; {load.summary()}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert not load.failed, load.failed[:5]
     assert load.ok > 0
@@ -211,7 +212,7 @@ def wait_prometheus_prefill_up(expected: dict[str, str], timeout: float = 60) ->
     assert prometheus_up() == expected
 
 
-def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path):
+def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path, capsys):
     controller_only(host)
     router = router_url()
     url = {name: f"http://{address(name)}:{8200 if name == 'mol-cl-d' else 8100}"
@@ -221,7 +222,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
 
     # Scale out: the spare joins prefill; the router restarts to take it
     # (vllm-router cannot add a PD worker live), refused connections retried.
-    site_under_load(tmp_path, "prefill")
+    site_under_load(tmp_path, "prefill", capsys)
     spare = node(SPARE)
     assert spare.service("vllm-prefill-1").is_running
     assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": [url["mol-cl-d"]]}
@@ -231,7 +232,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     # Scale in: the spare moves to `retired`: it leaves the router live (the
     # router never stops listening: not one refused connection), drains,
     # stops, and loses its unit and env file.
-    back = site_under_load(tmp_path, "retired")
+    back = site_under_load(tmp_path, "retired", capsys)
     assert back.refused == 0
     assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
     assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
