@@ -271,12 +271,13 @@ def converge_nodes(prefill: int, decode: int) -> list[str]:
 # their normal share. cgroup v1 only: v2 does not move single threads out of
 # their process's cgroup.
 POLLER_CGROUP = Path("/sys/fs/cgroup/cpu/pd-lab-nixl-poll")
-POLLER_SHARES = 64  # of 1024 for a normal cgroup or task
+# 256 of 1024 (a normal cgroup or task): 64 starved KV transfers while the
+# workers spun under a request loop (a request through the router timed out
+# after 90 s in a make test run; in the lab 9 requests in 60 s, slowest 27 s,
+# against 21 and 2.3 s at 256).
+POLLER_SHARES = 256
 # Once site.yml is done the lab serves: the same threads back to a normal
-# share. At 64 under a request loop the workers' own spinning left the
-# pollers ~6 % of the CPU, KV transfers took 10-35 s and prefill released
-# blocks decode had not read yet ("Releasing expired KV blocks"); at 1024,
-# 23 requests in 60 s with the slowest at 3.3 s against 9 and 27 s.
+# share (23 requests in 60 s, slowest 3.3 s, in the same loop).
 SERVING_SHARES = 1024
 
 
