@@ -489,6 +489,7 @@ def main(argv: list[str]) -> int:
     deprioritize_nixl_pollers([name for name in running_nodes() if name != "lab-ctl"])
     rc = converge(opts.prefill, opts.decode, retiring)
     if rc:
+        serve_with_nixl_pollers()  # what still runs keeps serving at full speed
         return rc
     if retiring:
         remove_nodes(retiring)
