@@ -23,8 +23,8 @@ export PY_COLORS := 0
 # them; they mostly wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
 MOLECULE_HEAVY := cluster
-# `make test`: the cluster scenario (the longest, ~30 min) beside one lane
-# with lint, every other scenario and pytest; see tools/molecule_lanes.py.
+# `make test`: the cluster scenario (~30 min) beside one lane with lint,
+# every other scenario and pytest (~33-35 min); see tools/molecule_lanes.py.
 TEST_LANES := cluster "lint preflight model_weights monitoring nvidia pytest"
 
 help:

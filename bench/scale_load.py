@@ -5,10 +5,9 @@
 
 Needs a running 1P+1D lab (`make lab`). Runs `labctl up --prefill N` with a
 sequential request loop through http://127.0.0.1:8000 (next request --pause
-s after each answer), then `labctl up --prefill 1`,
-and prints served/failed requests and the wall time of each step. Each
-step's labctl output (site.yml with its task timings) is kept in
-.cache/bench/scale-<step>.log.
+s after each answer), then `labctl up --prefill 1`, and prints served/failed
+requests and the wall time of each step. Each step's labctl output (site.yml
+with its task timings) is kept in .cache/bench/scale-<step>.log.
 """
 
 from __future__ import annotations

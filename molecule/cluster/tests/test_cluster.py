@@ -76,7 +76,7 @@ def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host, box):
     # The JSON argument survived systemd's parsing byte for byte.
     config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
     assert config == {"kv_buffer_device": "cpu", "kv_connector": "NixlConnector", "kv_role": role}
-    ip = address(host.backend.get_hostname())
+    ip = address(name)
     assert argv[argv.index("--host") + 1] == ip and argv[argv.index("--port") + 1] == str(port)
     # Sandbox in force: the OS is read-only for the process, /tmp is private.
     mounts = box.file(f"/proc/{pid}/mountinfo").content_string

@@ -30,7 +30,7 @@ def test_current_points_at_the_verified_venv(box):
 
 def test_venv_imports_the_pinned_vllm_and_nixl(box):
     out = box.check_output(f"VLLM_TARGET_DEVICE=cpu {VENV}/bin/python -c "
-                            "'import json, vllm, nixl; print(json.dumps([vllm.__version__]))' 2>/dev/null")
+                           "'import json, vllm, nixl; print(json.dumps([vllm.__version__]))' 2>/dev/null")
     assert json.loads(out.splitlines()[-1]) == ["0.32.0"]
 
 
@@ -41,8 +41,8 @@ def test_cuda_linked_extras_are_gone(box):
 
 def test_argument_checker_accepts_a_good_list(box):
     result = box.run("/opt/vllm/current/bin/vllm-check-args --model /models/m -- --max-model-len 2048 "
-                      "--enforce-eager --kv-transfer-config "
-                      "'{\"kv_connector\":\"NixlConnector\",\"kv_role\":\"kv_producer\",\"kv_buffer_device\":\"cpu\"}'")
+                     "--enforce-eager --kv-transfer-config "
+                     "'{\"kv_connector\":\"NixlConnector\",\"kv_role\":\"kv_producer\",\"kv_buffer_device\":\"cpu\"}'")
     assert result.rc == 0, result.stdout + result.stderr
     assert "ok   vLLM 0.32.0" in result.stdout
 
