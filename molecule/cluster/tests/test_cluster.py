@@ -60,16 +60,16 @@ def playbook(name: str, *inventories: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False, cwd=ROOT)
 
 
-def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host, box):
+def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
     name = host.backend.get_hostname()
     if name not in WORKERS:
         pytest.skip("worker nodes only")
     unit, port, role = WORKERS[name]
-    service = box.service(unit)
+    service = host.service(unit)
     assert service.is_running and service.is_enabled
-    pid = main_pid(box, unit)
-    assert box.check_output(f"stat -c %U /proc/{pid}") == "vllm"
-    argv = box.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
+    pid = main_pid(host, unit)
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm"
+    argv = host.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
     argv = [a.decode() for a in argv]
     assert argv[:5] == ["/opt/vllm/0.32.0/bin/python", "-m", "vllm.entrypoints.openai.api_server",
                         "--model", "/models/tiny-llama"]
@@ -79,32 +79,32 @@ def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host, box):
     ip = address(name)
     assert argv[argv.index("--host") + 1] == ip and argv[argv.index("--port") + 1] == str(port)
     # Sandbox in force: the OS is read-only for the process, /tmp is private.
-    mounts = box.file(f"/proc/{pid}/mountinfo").content_string
+    mounts = host.file(f"/proc/{pid}/mountinfo").content_string
     options = {line.split()[4]: line.split()[5].split(",") for line in mounts.splitlines()}
     assert "ro" in options["/"], options["/"]
     assert "rw" in options["/var/lib/vllm"], options.get("/var/lib/vllm")
-    assert box.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
-    env = box.file(f"/etc/vllm/{unit}.env")
+    assert host.check_output(f"systemctl show -p PrivateTmp --value {unit}") == "yes"
+    env = host.file(f"/etc/vllm/{unit}.env")
     assert env.user == "root" and env.group == "vllm" and env.mode == 0o640
     assert f"VLLM_NIXL_SIDE_CHANNEL_HOST={ip}" in env.content_string
     # Bound to the cluster address only, never 0.0.0.0.
-    assert box.socket(f"tcp://{ip}:{port}").is_listening
-    assert not box.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert host.socket(f"tcp://{ip}:{port}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-def test_router_unit_user_ports_and_secret_file(host, box):
+def test_router_unit_user_ports_and_secret_file(host):
     if host.backend.get_hostname() != ROUTER:
         pytest.skip("router node only")
-    assert box.service("vllm-router").is_running and box.service("vllm-router").is_enabled
-    pid = main_pid(box, "vllm-router")
-    assert box.check_output(f"stat -c %U /proc/{pid}") == "vllm-router"
+    assert host.service("vllm-router").is_running and host.service("vllm-router").is_enabled
+    pid = main_pid(host, "vllm-router")
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm-router"
     ip = address(host.backend.get_hostname())
-    assert box.socket(f"tcp://{ip}:8000").is_listening
-    assert box.socket(f"tcp://{ip}:29000").is_listening
-    env = box.file("/etc/vllm-router/router.env")
+    assert host.socket(f"tcp://{ip}:8000").is_listening
+    assert host.socket(f"tcp://{ip}:29000").is_listening
+    env = host.file("/etc/vllm-router/router.env")
     assert env.user == "root" and env.mode == 0o600
-    assert box.file("/etc/vllm-router").mode == 0o700
-    metrics = box.check_output(f"curl -sf http://{ip}:29000/metrics")
+    assert host.file("/etc/vllm-router").mode == 0o700
+    metrics = host.check_output(f"curl -sf http://{ip}:29000/metrics")
     assert "vllm_router" in metrics
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nodes import address as node_address
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -20,7 +21,7 @@ CONVERGE = Path(__file__).resolve().parents[1] / "converge.yml"
 
 
 def address(host) -> str:
-    return host.ansible("setup", "gather_subset=network")["ansible_facts"]["ansible_default_ipv4"]["address"]
+    return node_address(host.backend.get_hostname())
 
 
 def prometheus(host) -> str:

@@ -1,6 +1,6 @@
-"""The scenario's nodes, reached straight through `podman exec` (testinfra's
-podman backend, ~0.2 s a command) instead of testinfra's ansible backend,
-which starts one `ansible` process per command for a podman connection
+"""The scenarios' nodes, reached straight through `podman exec` (testinfra's
+podman backend, ~0.2 s a command). testinfra's ansible backend has no fast
+path for a podman connection and starts one `ansible` process per command
 (seconds each on 2 busy cores)."""
 
 from __future__ import annotations
