@@ -114,8 +114,10 @@ lab-destroy:
 
 INVENTORY ?= inventories/gb200
 RENDER_DIR ?= render
+# RENDER_HOSTS=a,b: those hosts' files only (empty: the plan alone).
 render: venv
-	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR))
+	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR)) \
+		$(if $(RENDER_HOSTS)$(filter command line,$(origin RENDER_HOSTS)),-e render_hosts=$(RENDER_HOSTS))
 
 bench: venv
 	$(BIN)/python bench/plan_bench.py

@@ -41,8 +41,9 @@ def measure(trays: int) -> tuple[float, dict]:
     return statistics.median(timings), plan
 
 
-def render_through_ansible(trays: int) -> float:
-    """Wall time of render.yml on a generated inventory (hostvars, filter, JSON write)."""
+def render_through_ansible(trays: int, render_hosts: str = "") -> float:
+    """Wall time of render.yml on a generated inventory: hostvars, the
+    planner, plan.json and the files of `render_hosts` (none by default)."""
     spec = make_spec(trays // 2, trays // 2)
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "inventory"
@@ -56,7 +57,8 @@ def render_through_ansible(trays: int) -> float:
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
         start = time.perf_counter()
         run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
-                              str(ROOT / "playbooks/render.yml"), "-i", str(inventory), "-e", f"render_dir={tmp}/out"],
+                              str(ROOT / "playbooks/render.yml"), "-i", str(inventory), "-e", f"render_dir={tmp}/out",
+                              "-e", f"render_hosts={render_hosts}"],
                              capture_output=True, text=True, env=env, cwd=ROOT, check=False)
         elapsed = time.perf_counter() - start
         if run.returncode:
@@ -75,8 +77,14 @@ def main() -> int:
     print(f"time({SIZES[-1]}) / time({SIZES[0]}) = {growth:.2f} for {SIZES[-1] / SIZES[0]:.0f}x the trays "
           "(linear would be 8.00)")
     print(f"288 trays: {results[288]:.3f} s (target < 0.5 s)")
-    print(f"render.yml through ansible-playbook, 288 trays: {render_through_ansible(288):.1f} s wall "
+    plan_only = render_through_ansible(288)
+    print(f"render.yml through ansible-playbook, 288 trays, plan only: {plan_only:.1f} s wall "
           "(process start, inventory load, pd_plan over hostvars, plan.json)")
+    # A host's files cost one module run per file: measured on three hosts
+    # (one of each kind), not all 289.
+    sample = render_through_ansible(288, "prefill-tray-000,decode-tray-000,ctl-01")
+    print(f"render.yml, 288 trays, files of prefill-tray-000, decode-tray-000 and ctl-01: {sample:.1f} s wall, "
+          f"{(sample - plan_only) / 3:.1f} s per host rendered")
     return 0
 
 

@@ -15,10 +15,10 @@ from specs import systemd_split
 pytestmark = pytest.mark.playbook
 
 
-def render(inventory: Path, out: Path) -> subprocess.CompletedProcess:
+def render(inventory: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"), "-i", str(inventory),
-         "-e", f"render_dir={out}"],
+         "-e", f"render_dir={out}", *extra],
         capture_output=True, text=True, env=ENV, cwd=ROOT, check=False,
     )
 
@@ -142,6 +142,29 @@ def test_render_is_idempotent(gb200_render):
     second = render(ROOT / "inventories" / "gb200", out)
     assert second.returncode == 0
     assert "changed=0" in second.stdout
+
+
+def test_render_hosts_writes_those_hosts_files_and_the_whole_plan(tmp_path):
+    out = tmp_path / "render"
+    result = render(ROOT / "inventories" / "lab", out, "-e", "render_hosts=lab-decode-0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["lab-decode-0", "plan.json"]
+    assert (out / "lab-decode-0/etc/systemd/system/vllm-decode-0.service").exists()
+    plan = json.loads((out / "plan.json").read_text())
+    assert sorted(plan["hosts"]) == ["lab-ctl", "lab-decode-0", "lab-prefill-0"]
+    # Empty: the plan alone.
+    alone = tmp_path / "plan-only"
+    assert render(ROOT / "inventories" / "lab", alone, "-e", "render_hosts=").returncode == 0
+    assert [p.name for p in alone.iterdir()] == ["plan.json"]
+
+
+def test_render_hosts_outside_the_plan_fail_naming_them_and_write_nothing(tmp_path):
+    out = tmp_path / "render"
+    result = render(ROOT / "inventories" / "lab", out, "-e", "render_hosts=lab-decode-0,lab-decode-9")
+    assert result.returncode != 0
+    assert "render_hosts: lab-decode-9 not in the plan; its hosts are lab-ctl, lab-decode-0, lab-prefill-0" in (
+        result.stdout), result.stdout[-2000:]
+    assert not out.exists()
 
 
 def _broken_inventory(tmp_path: Path, relative: str, edit) -> Path:
