@@ -24,7 +24,7 @@ export PY_COLORS := 0
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
 MOLECULE_HEAVY := cluster
 # `make test`: the cluster scenario (~30 min) beside one lane with lint,
-# every other scenario and pytest (~33-35 min); see tools/molecule_lanes.py.
+# every other scenario and pytest (~31-34 min); see tools/molecule_lanes.py.
 TEST_LANES := cluster "lint preflight model_weights monitoring nvidia pytest"
 
 help:
@@ -117,7 +117,7 @@ RENDER_DIR ?= render
 # RENDER_HOSTS=a,b: those hosts' files only (empty: the plan alone).
 render: venv
 	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR)) \
-		$(if $(RENDER_HOSTS)$(filter command line,$(origin RENDER_HOSTS)),-e render_hosts=$(RENDER_HOSTS))
+		$(if $(filter undefined,$(origin RENDER_HOSTS)),,-e render_hosts=$(RENDER_HOSTS))
 
 bench: venv
 	$(BIN)/python bench/plan_bench.py
