@@ -132,20 +132,184 @@ def check_gpu_count(host: str, smi_list: str, expected: int) -> str | None:
 
 
 def check_imex(host: str, status: str, members: list[str]) -> str | None:
-    """`nvidia-imex-ctl -N` output: the domain is up and every member is ready."""
+    """`nvidia-imex-ctl -N` output (NVIDIA's IMEX guide): the domain is UP,
+    every member READY, and the connectivity table (rows and columns are the
+    node numbers) has C (connected) between every pair of members."""
     if not re.search(r"Domain State:\s*UP", status):
         state = re.search(r"Domain State:\s*(\S+)", status)
         return (f"host {host}: IMEX domain is {state.group(1) if state else 'unknown'}, expected UP; "
                 "check nvidia-imex on every node of /etc/nvidia-imex/nodes_config.cfg")
-    ready = set()
+    ready, numbers = set(), {}
     for line in status.splitlines():
-        match = re.match(r"\s*\*?\s*Node #\d+\s+-\s+(\S+)\s+-\s+(\w+)", line)
-        if match and match.group(2).upper() == "READY":
-            ready.add(match.group(1))
+        match = re.match(r"\s*\*?\s*Node #(\d+)\s+-\s+(\S+)\s+-\s+(\w+)", line)
+        if match:
+            numbers[match.group(1)] = match.group(2)
+            if match.group(3).upper() == "READY":
+                ready.add(match.group(2))
     missing = [m for m in members if m not in ready]
     if missing:
         return f"host {host}: IMEX nodes not READY: {', '.join(missing)}"
+    links = _imex_links(status, numbers)
+    broken = sorted({f"{a} to {b} ({state})" for (a, b), state in links.items()
+                     if a in members and b in members and state != "C"})
+    if broken:
+        return f"host {host}: IMEX connections not C (connected): {', '.join(broken)}"
     return None
+
+
+def _imex_links(status: str, numbers: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The `Nodes From\\To` table of `nvidia-imex-ctl -N`: (from, to) address -> state letter."""
+    lines = status.splitlines()
+    header = next((i for i, line in enumerate(lines) if "From\\To" in line), None)
+    if header is None:
+        return {}
+    columns = lines[header].split("From\\To", 1)[1].split()
+    links = {}
+    for line in lines[header + 1:]:
+        cells = line.split()
+        if len(cells) != len(columns) + 1 or not cells[0].isdigit():
+            break
+        for column, state in zip(columns, cells[1:], strict=True):
+            if cells[0] in numbers and column in numbers:
+                links[(numbers[cells[0]], numbers[column])] = state
+    return links
+
+
+# `nvidia-smi nvlink --status`: a "GPU N: <name> (UUID: ...)" line, then one
+# "\t Link K: 26.562 GB/s" (or "<inactive>") line per link. A GPU without
+# NVLink (a single passed-through H200) prints nothing at all, exit 0.
+_NVLINK_GPU = re.compile(r"^GPU (\d+):")
+_NVLINK_LINK = re.compile(r"^\s+Link (\d+):\s*(.*?)\s*$")
+_NVLINK_UP = re.compile(r"^\d+(\.\d+)? GB/s$")
+
+
+def nvlink_links(status: str) -> dict[int, dict[int, str]]:
+    """GPU index -> {link number: what nvidia-smi printed for it}."""
+    gpus: dict[int, dict[int, str]] = {}
+    current = None
+    for line in status.splitlines():
+        gpu = _NVLINK_GPU.match(line)
+        if gpu:
+            current = gpus.setdefault(int(gpu.group(1)), {})
+            continue
+        link = _NVLINK_LINK.match(line)
+        if link and current is not None:
+            current[int(link.group(1))] = link.group(2)
+    return gpus
+
+
+def check_nvlink(host: str, status: str, expected: int) -> str | None:
+    """Every GPU 0..expected-1 lists its NVLinks and every link reports a
+    speed: a link printed as <inactive> (or anything but "N GB/s") fails."""
+    gpus = nvlink_links(status)
+    if not gpus:
+        return (f"host {host}: nvidia-smi nvlink --status lists no NVLink for its {expected} GPU(s): "
+                "NVLink is down or absent (a board without NVLink cannot serve this pd_gpu_profile)")
+    problems = []
+    for index in range(expected):
+        links = gpus.get(index)
+        if not links:
+            problems.append(f"GPU {index} lists no link")
+            continue
+        down = [f"{k} ({v or 'empty'})" for k, v in sorted(links.items()) if not _NVLINK_UP.match(v)]
+        if down:
+            problems.append(f"GPU {index} link {', '.join(down)}")
+    if problems:
+        return f"host {host}: NVLink not up: {'; '.join(problems)}"
+    return None
+
+
+def check_fabric(host: str, query_csv: str) -> str | None:
+    """`nvidia-smi --query-gpu=index,fabric.state,fabric.status --format=csv,noheader`:
+    on an NVSwitch board every GPU is registered with the fabric (Completed,
+    Success) once the fabric manager has configured it; CUDA waits until then."""
+    rows = [[c.strip() for c in line.split(",")] for line in query_csv.splitlines() if line.strip()]
+    if not rows:
+        return f"host {host}: nvidia-smi reports no fabric state"
+    bad = [f"GPU {r[0]} {', '.join(r[1:])}" for r in rows if r[1:] != ["Completed", "Success"]]
+    if bad:
+        return (f"host {host}: GPUs not registered with the NVSwitch fabric: {'; '.join(bad)} "
+                "(expected Completed, Success; is nvidia-fabricmanager running?)")
+    return None
+
+
+def fabric_absent(query_csv: str) -> bool:
+    """True when every GPU reports fabric state N/A: the GPU is on no NVSwitch
+    fabric (a single passed-through H200 reads "0, N/A, N/A")."""
+    rows = [[c.strip() for c in line.split(",")] for line in query_csv.splitlines() if line.strip()]
+    return bool(rows) and all(r[1:2] == ["N/A"] for r in rows)
+
+
+# The commands each check reads, and what installs them: a missing one is
+# named instead of judged.
+CHECK_TOOLS = {
+    "nvidia-smi": "the NVIDIA driver (nvidia stage)",
+    "nvidia-imex-ctl": "nvidia-imex (nvidia stage, IMEX platforms)",
+    "systemctl": "systemd",
+}
+
+
+def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: bool, imex: bool,
+          fabric_manager: bool, imex_members: list[str]) -> list[dict]:
+    """Every post-install check of a GPU node, on what it printed (`report`:
+    missing tools, and stdout or rc of each command). One verdict per check:
+    {check, status: ok | fail | skip, message}; skip says why."""
+    missing = set(report.get("missing") or [])
+    verdicts = []
+
+    def verdict(check, problem, ok_message, needs=()):
+        absent = [t for t in needs if t in missing]
+        if absent:
+            status, message = "fail", (f"host {host}: {absent[0]} is not installed (from "
+                                       f"{CHECK_TOOLS.get(absent[0], absent[0])}); cannot check {check}")
+        elif problem:
+            status, message = "fail", problem
+        else:
+            status, message = "ok", ok_message
+        verdicts.append({"check": check, "status": status, "message": message})
+
+    def skip(check, reason):
+        verdicts.append({"check": check, "status": "skip", "message": f"host {host}: {reason}"})
+
+    smi = ("nvidia-smi",)
+    versions = {v.strip() for v in str(report.get("versions", "")).splitlines() if v.strip()}
+    verdict("driver", "nvidia-smi" not in missing and check_driver(host, report.get("versions", ""), branch,
+                                                                     strict_branch),
+            f"host {host}: driver {', '.join(sorted(versions))} (branch {branch})", smi)
+    verdict("gpu count", "nvidia-smi" not in missing and check_gpu_count(host, report.get("gpus", ""), gpus),
+            f"host {host}: {gpus} GPU(s), as the inventory declares", smi)
+    nvlink_rc = int(report.get("nvlink_rc", 0) or 0)
+    if gpus == 1:
+        skip("nvlink", "one GPU (pd_gpus 1): no GPU peer to reach over NVLink")
+    elif nvlink_rc != 0 and "nvidia-smi" not in missing:
+        verdict("nvlink", f"host {host}: nvidia-smi nvlink --status failed (rc {nvlink_rc})", "")
+    else:
+        verdict("nvlink", "nvidia-smi" not in missing and check_nvlink(host, report.get("nvlink", ""), gpus),
+                f"host {host}: every link of GPUs 0-{gpus - 1} up", smi)
+    fabric = str(report.get("fabric", ""))
+    if not fabric_manager:
+        skip("fabric", "not an NVSwitch (HGX) platform: no fabric manager")
+    elif gpus == 1 and fabric_absent(fabric):
+        skip("fabric", "one GPU on no NVSwitch fabric (fabric state N/A): the fabric manager has nothing to do")
+    else:
+        verdict("fabric", "nvidia-smi" not in missing and check_fabric(host, fabric),
+                f"host {host}: every GPU registered with the NVSwitch fabric", smi)
+        service = str(report.get("fabric_manager_state", "")).strip()
+        why = str(report.get("fabric_manager_error", "")).strip()
+        verdict("fabric manager", None if service == "active" else
+                f"host {host}: nvidia-fabricmanager is {service or 'unknown'}, expected active"
+                + (f" (systemctl: {why})" if why else ""),
+                f"host {host}: nvidia-fabricmanager active", ("systemctl",))
+    if not imex:
+        skip("imex", "not an IMEX (GB200) platform")
+    else:
+        imex_rc = int(report.get("imex_rc", 0) or 0)
+        problem = check_imex(host, report.get("imex", ""), imex_members)
+        if imex_rc != 0 and "nvidia-imex-ctl" not in missing and problem:
+            problem += f" (nvidia-imex-ctl -N exited {imex_rc})"
+        verdict("imex", problem, f"host {host}: IMEX domain UP, {len(imex_members)} node(s) READY and connected",
+                ("nvidia-imex-ctl",))
+    return verdicts
 
 
 def dcgm_counters(metrics: tuple[str, ...]) -> str:

@@ -23,7 +23,8 @@ description:
     modprobe options and services of the host's pd_gpu_profile; fails naming the host on an unknown
     platform, a mismatched architecture, an unsupported distribution or a driver branch below 570.
     The same file holds C(pd_nvidia_imex_members), C(pd_nvidia_check_driver), C(pd_nvidia_check_gpus),
-    C(pd_nvidia_check_imex) and C(pd_nvidia_dcgm_counters).
+    C(pd_nvidia_check_imex), C(pd_nvidia_judge) (every post-install check: one verdict ok, fail or
+    skip with its reason per check) and C(pd_nvidia_dcgm_counters).
 options:
   _input:
     description: The pd_gpu_profile name.
@@ -82,6 +83,12 @@ def _platform(profile, **kw):
         raise AnsibleFilterError(str(err)) from None
 
 
+def _judge(report, host, *, gpus, branch, strict_branch, imex, fabric_manager, imex_members):
+    return nvidia.judge(str(host), plain(report), gpus=int(gpus), branch=int(branch),
+                        strict_branch=bool(strict_branch), imex=bool(imex), fabric_manager=bool(fabric_manager),
+                        imex_members=[str(m) for m in imex_members])
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -93,5 +100,6 @@ class FilterModule:
                 str(host), str(out), int(expected)),
             "pd_nvidia_check_imex": lambda out, host, members: nvidia.check_imex(
                 str(host), str(out), [str(m) for m in members]),
+            "pd_nvidia_judge": _judge,
             "pd_nvidia_dcgm_counters": lambda _unused=None: nvidia.dcgm_counters(dashboards.DCGM_METRICS),
         }

@@ -5,7 +5,7 @@
 
 Reads `ss -Hltnup` and each listener's systemd unit from /proc/PID/cgroup. A
 port held by its own planned unit (a rerun) is fine. Prints a JSON list of
-conflicts: {port, unit, process, holder}; exit 0 either way, 2 if ss fails.
+conflicts: {port, unit, process, holder, message}; exit 0 either way, 2 if ss fails.
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def main(argv: list[str]) -> int:
                 # unit runs: a rerun, taken as the unit's own port.
                 continue
             if unit != entry["unit"]:
-                conflicts.append({"port": entry["port"], "unit": entry["unit"], "process": process,
-                                  "holder": unit or "no systemd unit"})
+                holder = unit or "no systemd unit"
+                conflicts.append({"port": entry["port"], "unit": entry["unit"], "process": process, "holder": holder,
+                                  "message": f"port {entry['port']} (planned for {entry['unit']}) is taken by "
+                                             f"{process} ({holder})"})
     print(json.dumps(conflicts))
     return 0
 
