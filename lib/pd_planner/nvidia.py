@@ -295,7 +295,7 @@ def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: boo
         verdict("fabric", "nvidia-smi" not in missing and check_fabric(host, fabric),
                 f"host {host}: every GPU registered with the NVSwitch fabric", smi)
         service = str(report.get("fabric_manager_state", "")).strip()
-        why = str(report.get("fabric_manager_error", "")).strip()
+        why = " ".join(str(report.get("fabric_manager_error", "")).split())
         verdict("fabric manager", None if service == "active" else
                 f"host {host}: nvidia-fabricmanager is {service or 'unknown'}, expected active"
                 + (f" (systemctl: {why})" if why else ""),

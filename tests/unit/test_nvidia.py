@@ -3,6 +3,8 @@ the nvidia role calls with what nvidia-smi and nvidia-imex-ctl print)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pd_planner import dashboards, nvidia
 from pd_planner.errors import PlanError
@@ -100,3 +102,147 @@ def test_dcgm_counters_cover_what_the_gpu_dashboard_reads():
     csv = nvidia.dcgm_counters(dashboards.DCGM_METRICS)
     fields = [line.split(",")[0] for line in csv.splitlines() if not line.startswith("#")]
     assert fields == list(dashboards.DCGM_METRICS)
+
+
+# What one real H200 printed (driver 580.159.04, passed through to a VM):
+# tests/fixtures/nvidia/README.md says where each file came from.
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia" / "h200-passthrough-580.159.04"
+
+
+def real(name: str) -> str:
+    return (REAL / f"{name}.out").read_text()
+
+
+def real_rc(name: str) -> int:
+    return int((REAL / f"{name}.rc").read_text())
+
+
+def real_report() -> dict:
+    """The report checks.yml builds, from the real H200's outputs."""
+    missing = [line.split(":")[0] for line in real("tools").splitlines() if line.endswith(": missing")]
+    return {"missing": [t for t in missing if t in nvidia.CHECK_TOOLS],
+            "versions": real("smi-driver-version"), "gpus": real("smi-L"),
+            "nvlink_rc": real_rc("smi-nvlink-status"), "nvlink": real("smi-nvlink-status"),
+            "fabric": real("smi-query-fabric"), "fabric_manager_state": "", "imex_rc": 0, "imex": ""}
+
+
+def verdicts(report: dict, **kw) -> dict:
+    args = {"gpus": 1, "branch": 580, "strict_branch": True, "imex": False, "fabric_manager": True,
+            "imex_members": [], **kw}
+    return {v["check"]: (v["status"], v["message"]) for v in nvidia.judge("gpu-0", report, **args)}
+
+
+def test_real_h200_driver_and_gpu_count():
+    assert real("smi-query-gpus") == "0, NVIDIA H200, 580.159.04, 143771 MiB\n"
+    assert nvidia.check_driver("gpu-0", real("smi-driver-version"), 580) is None
+    assert "driver 580.159.04 is branch 580; expected branch 575" in nvidia.check_driver(
+        "gpu-0", real("smi-driver-version"), 575)
+    assert nvidia.check_gpu_count("gpu-0", real("smi-L"), 1) is None
+    assert nvidia.check_gpu_count("gpu-0", real("smi-L"), 8).startswith(
+        "host gpu-0: nvidia-smi sees 1 GPU(s); the inventory declares 8")
+    # preflight counts the lines of --query-gpu=index
+    assert real("smi-index").splitlines() == ["0"]
+
+
+def test_real_single_h200_prints_no_nvlink_and_is_skipped_with_its_reason():
+    # nvidia-smi nvlink --status (and -s) on one passed-through H200: nothing, exit 0.
+    assert real("smi-nvlink-status") == "" and real_rc("smi-nvlink-status") == 0
+    assert real("smi-nvlink-s") == "" and real_rc("smi-nvlink-s") == 0
+    assert nvidia.nvlink_links(real("smi-nvlink-status")) == {}
+    status, message = verdicts(real_report())["nvlink"]
+    assert status == "skip" and "one GPU (pd_gpus 1)" in message
+    # The same silence from a host declared with 8 GPUs is a failure.
+    status, message = verdicts(real_report(), gpus=8)["nvlink"]
+    assert status == "fail" and "lists no NVLink for its 8 GPU(s)" in message
+
+
+def test_real_h200_judged_as_the_real_run_reported():
+    """The verdicts computed from the captured outputs are the ones
+    playbooks/check.yml printed on that machine (check-run/check-1.log)."""
+    judged = verdicts(real_report())
+    assert {c: s for c, (s, _) in judged.items()} == {
+        "driver": "ok", "gpu count": "ok", "nvlink": "skip", "fabric": "skip", "imex": "skip"}
+    log = (REAL / "check-run" / "check-1.log").read_text()
+    for check, (status, message) in judged.items():
+        assert f"{status} {check}: {message}" in log
+
+
+def _links(gpus: int, links: int = 18, speed: str = "26.562 GB/s") -> str:
+    """The multi-GPU layout of nvidia-smi nvlink --status (not captured here:
+    one GPU only; see tests/fixtures/nvidia/README.md)."""
+    return "".join(f"GPU {g}: NVIDIA H200 (UUID: GPU-{g:08x})\n"
+                   + "".join(f"\t Link {k}: {speed}\n" for k in range(links)) for g in range(gpus))
+
+
+def test_nvlink_judged_per_gpu_and_link():
+    healthy = _links(8)
+    assert len(nvidia.nvlink_links(healthy)) == 8 and nvidia.check_nvlink("h1", healthy, 8) is None
+    down = healthy.replace("GPU 3: NVIDIA H200 (UUID: GPU-00000003)\n\t Link 0: 26.562 GB/s",
+                           "GPU 3: NVIDIA H200 (UUID: GPU-00000003)\n\t Link 0: <inactive>")
+    assert nvidia.check_nvlink("h1", down, 8) == "host h1: NVLink not up: GPU 3 link 0 (<inactive>)"
+    assert nvidia.check_nvlink("h1", _links(7), 8) == "host h1: NVLink not up: GPU 7 lists no link"
+    # Any non-empty text used to pass.
+    assert "lists no NVLink" in nvidia.check_nvlink("h1", "NVML: Unable to retrieve NVLink information\n", 8)
+
+
+def test_fabric_registration_on_nvswitch_boards():
+    # The real H200 reads N/A: no NVSwitch fabric behind it.
+    assert real("smi-query-fabric") == "0, N/A, N/A\n" and nvidia.fabric_absent(real("smi-query-fabric"))
+    assert "GPU 0 N/A, N/A (expected Completed, Success" in nvidia.check_fabric("gpu-0", real("smi-query-fabric"))
+    done = "".join(f"{g}, Completed, Success\n" for g in range(8))
+    assert nvidia.check_fabric("h1", done) is None and not nvidia.fabric_absent(done)
+    waiting = done.replace("5, Completed, Success", "5, In Progress, N/A")
+    assert "GPU 5 In Progress, N/A" in nvidia.check_fabric("h1", waiting)
+    board = {**real_report(), "missing": [], "fabric": done, "nvlink": _links(8), "gpus": "".join(
+        f"GPU {g}: NVIDIA H200 (UUID: GPU-{g})\n" for g in range(8)), "versions": "580.159.04\n" * 8}
+    assert verdicts({**board, "fabric_manager_state": "active"}, gpus=8)["fabric manager"][0] == "ok"
+    status, message = verdicts({**board, "fabric_manager_state": "failed"}, gpus=8)["fabric manager"]
+    assert status == "fail" and message == "host gpu-0: nvidia-fabricmanager is failed, expected active"
+    # No systemd (the real H200): named, not judged.
+    status, message = verdicts({**board, "missing": ["systemctl"]}, gpus=8)["fabric manager"]
+    assert status == "fail" and "systemctl is not installed (from systemd)" in message
+
+
+# nvidia-imex-ctl -N as NVIDIA's IMEX guide describes it (legend, nodes,
+# connection table, domain state); not captured here (no GB200).
+IMEX_TWO = """Connectivity Table Legend:
+I - Invalid - Node wasn't reachable, no connection status available
+N - Never Connected
+R - Recovering - Connection was lost, but clean up has not yet been triggered.
+D - Disconnected - Connection was lost, and clean up has been triggreed.
+A - Authenticating - If GSSAPI enabled, client has initiated mutual authentication.
+C - Connected - Ready for operation
+
+12/4/2026 10:39:43.659
+Nodes:
+Node #0   - 10.20.0.11      - READY                - Version: 580.159.04
+Node #1   - 10.20.0.12      - READY                - Version: 580.159.04
+
+ Nodes From\\To  0   1
+       0        C   C
+       1        C   C
+Domain State: UP
+"""
+
+
+def test_imex_connection_table():
+    members = ["10.20.0.11", "10.20.0.12"]
+    assert nvidia.check_imex("t1", IMEX_TWO, members) is None
+    cut = IMEX_TWO.replace("       1        C   C", "       1        D   C")
+    assert nvidia.check_imex("t1", cut, members) == (
+        "host t1: IMEX connections not C (connected): 10.20.0.12 to 10.20.0.11 (D)")
+
+
+def test_missing_imex_tool_is_named():
+    # The real H200 has no nvidia-imex-ctl (exit 127); on an IMEX platform that is named.
+    assert real_rc("imex-ctl-N") == 127
+    status, message = verdicts({**real_report(), "missing": ["nvidia-imex-ctl"]}, imex=True,
+                               fabric_manager=False, imex_members=["10.20.0.11"])["imex"]
+    assert status == "fail" and message.startswith("host gpu-0: nvidia-imex-ctl is not installed (from nvidia-imex")
+
+
+def test_missing_nvidia_smi_is_named_for_every_check_that_reads_it():
+    judged = verdicts({"missing": ["nvidia-smi"]}, gpus=8)
+    for check in ("driver", "gpu count", "nvlink", "fabric"):
+        status, message = judged[check]
+        assert status == "fail" and "nvidia-smi is not installed (from the NVIDIA driver (nvidia stage))" in message

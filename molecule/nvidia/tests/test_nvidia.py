@@ -84,18 +84,27 @@ def judge(host, report: dict) -> subprocess.CompletedProcess:
 
 
 def healthy_report(gpus: int, branch: str = "580.95.05") -> dict:
-    imex = ("Domain State: UP\nNodes:\n"
-            f"Node #0   - {address(GB)}      - READY                - Version: {branch}\n")
-    return {"versions": f"{branch}\n" * gpus,
+    """A healthy node in the layouts nvidia-smi and nvidia-imex-ctl print (the
+    single-GPU ones are real: tests/fixtures/nvidia)."""
+    imex = ("Nodes:\n"
+            f"Node #0   - {address(GB)}      - READY                - Version: {branch}\n\n"
+            " Nodes From\\To  0\n       0        C\nDomain State: UP\n")
+    links = "".join(f"\t Link {k}: 26.562 GB/s\n" for k in range(18))
+    nvlink = "".join(f"GPU {i}: NVIDIA GPU (UUID: GPU-{i})\n{links}" for i in range(gpus))
+    return {"missing": [], "versions": f"{branch}\n" * gpus,
             "gpus": "".join(f"GPU {i}: NVIDIA GPU (UUID: GPU-{i})\n" for i in range(gpus)),
-            "imex": imex, "nvlink_rc": 0, "nvlink": "GPU 0: Link 0: 50 GB/s"}
+            "imex": imex, "imex_rc": 0, "nvlink_rc": 0, "nvlink": nvlink,
+            "fabric": "".join(f"{i}, Completed, Success\n" for i in range(gpus)), "fabric_manager_state": "active"}
 
 
 @pytest.mark.parametrize(("change", "expected"), [
     ({}, None),
     ({"versions": "575.57.08\n"}, "driver 575.57.08 is branch 575; expected branch 580"),
     ({"gpus": "GPU 0: NVIDIA GPU (UUID: GPU-0)\n"}, "nvidia-smi sees 1 GPU(s); the inventory declares"),
-    ({"nvlink_rc": 1, "nvlink": ""}, "nvidia-smi nvlink --status failed"),
+    ({"nvlink_rc": 1, "nvlink": ""}, "nvidia-smi nvlink --status failed (rc 1)"),
+    ({"nvlink": "GPU 0: NVIDIA GPU (UUID: GPU-0)\n\t Link 0: <inactive>\n"},
+     "NVLink not up: GPU 0 link 0 (<inactive>)"),
+    ({"missing": ["nvidia-smi"]}, "nvidia-smi is not installed"),
 ])
 def test_post_install_checks_fail_naming_host_and_expectation(host, change, expected):
     if change and name(host) == HGX:
@@ -108,6 +117,16 @@ def test_post_install_checks_fail_naming_host_and_expectation(host, change, expe
         assert result.returncode != 0
         output = result.stdout + result.stderr
         assert f"host {name(host)}: " in output and expected in output, output[-2000:]
+
+
+def test_fabric_manager_down_fails_on_the_hgx_board(host):
+    if name(host) != HGX:
+        pytest.skip("the tray has no fabric manager")
+    result = judge(host, {**healthy_report(8), "fabric_manager_state": "inactive",
+                          "fabric": "0, In Progress, N/A\n" * 8})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "nvidia-fabricmanager is inactive, expected active" in output
+    assert "GPUs not registered with the NVSwitch fabric" in output
 
 
 def test_imex_domain_down_fails_on_the_tray(host):
