@@ -288,7 +288,7 @@ def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: boo
                 f"host {host}: every link of GPUs 0-{gpus - 1} up", smi)
     fabric = str(report.get("fabric", ""))
     if not fabric_manager:
-        skip("fabric", "not an NVSwitch (HGX) platform: no fabric manager")
+        skip("fabric", "no fabric manager on this platform's hosts (HGX boards run one; GB200 trays do not)")
     elif gpus == 1 and fabric_absent(fabric):
         skip("fabric", "one GPU on no NVSwitch fabric (fabric state N/A): the fabric manager has nothing to do")
     else:
