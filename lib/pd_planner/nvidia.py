@@ -258,12 +258,15 @@ def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: boo
     verdicts = []
 
     def verdict(check, problem, ok_message, needs=()):
+        """problem: a callable returning None or the failure, called only
+        when every command it reads (`needs`) is installed."""
         absent = [t for t in needs if t in missing]
+        found = None if absent else problem()
         if absent:
             status, message = "fail", (f"host {host}: {absent[0]} is not installed (from "
                                        f"{CHECK_TOOLS.get(absent[0], absent[0])}); cannot check {check}")
-        elif problem:
-            status, message = "fail", problem
+        elif found:
+            status, message = "fail", found
         else:
             status, message = "ok", ok_message
         verdicts.append({"check": check, "status": status, "message": message})
@@ -273,18 +276,16 @@ def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: boo
 
     smi = ("nvidia-smi",)
     versions = {v.strip() for v in str(report.get("versions", "")).splitlines() if v.strip()}
-    verdict("driver", "nvidia-smi" not in missing and check_driver(host, report.get("versions", ""), branch,
-                                                                     strict_branch),
+    verdict("driver", lambda: check_driver(host, report.get("versions", ""), branch, strict_branch),
             f"host {host}: driver {', '.join(sorted(versions))} (branch {branch})", smi)
-    verdict("gpu count", "nvidia-smi" not in missing and check_gpu_count(host, report.get("gpus", ""), gpus),
+    verdict("gpu count", lambda: check_gpu_count(host, report.get("gpus", ""), gpus),
             f"host {host}: {gpus} GPU(s), as the inventory declares", smi)
     nvlink_rc = int(report.get("nvlink_rc", 0) or 0)
     if gpus == 1:
         skip("nvlink", "one GPU (pd_gpus 1): no GPU peer to reach over NVLink")
-    elif nvlink_rc != 0 and "nvidia-smi" not in missing:
-        verdict("nvlink", f"host {host}: nvidia-smi nvlink --status failed (rc {nvlink_rc})", "")
     else:
-        verdict("nvlink", "nvidia-smi" not in missing and check_nvlink(host, report.get("nvlink", ""), gpus),
+        verdict("nvlink", lambda: (f"host {host}: nvidia-smi nvlink --status failed (rc {nvlink_rc})" if nvlink_rc
+                                   else check_nvlink(host, report.get("nvlink", ""), gpus)),
                 f"host {host}: every link of GPUs 0-{gpus - 1} up", smi)
     fabric = str(report.get("fabric", ""))
     if not fabric_manager:
@@ -292,23 +293,24 @@ def judge(host: str, report: dict, *, gpus: int, branch: int, strict_branch: boo
     elif gpus == 1 and fabric_absent(fabric):
         skip("fabric", "one GPU on no NVSwitch fabric (fabric state N/A): the fabric manager has nothing to do")
     else:
-        verdict("fabric", "nvidia-smi" not in missing and check_fabric(host, fabric),
+        verdict("fabric", lambda: check_fabric(host, fabric),
                 f"host {host}: every GPU registered with the NVSwitch fabric", smi)
         service = str(report.get("fabric_manager_state", "")).strip()
         why = " ".join(str(report.get("fabric_manager_error", "")).split())
-        verdict("fabric manager", None if service == "active" else
-                f"host {host}: nvidia-fabricmanager is {service or 'unknown'}, expected active"
-                + (f" (systemctl: {why})" if why else ""),
+        verdict("fabric manager", lambda: None if service == "active" else (
+                    f"host {host}: nvidia-fabricmanager is {service or 'unknown'}, expected active"
+                    + (f" (systemctl: {why})" if why else "")),
                 f"host {host}: nvidia-fabricmanager active", ("systemctl",))
     if not imex:
         skip("imex", "not an IMEX (GB200) platform")
     else:
         imex_rc = int(report.get("imex_rc", 0) or 0)
-        problem = check_imex(host, report.get("imex", ""), imex_members)
-        if imex_rc != 0 and "nvidia-imex-ctl" not in missing and problem:
-            problem += f" (nvidia-imex-ctl -N exited {imex_rc})"
-        verdict("imex", problem, f"host {host}: IMEX domain UP, {len(imex_members)} node(s) READY and connected",
-                ("nvidia-imex-ctl",))
+        def imex_problem():
+            problem = check_imex(host, report.get("imex", ""), imex_members)
+            return f"{problem} (nvidia-imex-ctl -N exited {imex_rc})" if problem and imex_rc else problem
+
+        verdict("imex", imex_problem,
+                f"host {host}: IMEX domain UP, {len(imex_members)} node(s) READY and connected", ("nvidia-imex-ctl",))
     return verdicts
 
 

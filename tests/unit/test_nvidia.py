@@ -246,3 +246,8 @@ def test_missing_nvidia_smi_is_named_for_every_check_that_reads_it():
     for check in ("driver", "gpu count", "nvlink", "fabric"):
         status, message = judged[check]
         assert status == "fail" and "nvidia-smi is not installed (from the NVIDIA driver (nvidia stage))" in message
+
+
+def test_nvlink_command_failure_is_reported_with_its_exit_status():
+    status, message = verdicts({**real_report(), "missing": [], "nvlink_rc": 255, "nvlink": ""}, gpus=8)["nvlink"]
+    assert status == "fail" and message == "host gpu-0: nvidia-smi nvlink --status failed (rc 255)"
