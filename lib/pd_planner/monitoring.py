@@ -64,6 +64,13 @@ def _quantiles(record: str, histogram: str, by: str, selector: str = "") -> list
     ]
 
 
+def _mean(record: str, histogram: str, window: str = "5m") -> dict:
+    """Mean of a histogram per pool: unlike quantiles, means add up, so the
+    TTFT split can stack them."""
+    return _rule(record, f"sum by (pool) (rate({histogram}_sum[{window}]))"
+                         f" / sum by (pool) (rate({histogram}_count[{window}]))")
+
+
 def plan_rules(plan: dict) -> dict:
     """Rules whose numbers come from the plan and the inventory: GPUs per pool
     and the published reference figures. Scaling rewrites this file (a reload)."""
@@ -100,6 +107,19 @@ def recording_rules() -> dict:
         _rule("pool:vllm_requests_waiting:sum", "sum by (pool) (vllm:num_requests_waiting)"),
         _rule("pool:vllm_requests_waiting:avg", "avg by (pool) (vllm:num_requests_waiting)"),
         _rule("pool:vllm_requests_running:sum", "sum by (pool) (vllm:num_requests_running)"),
+        # Every vLLM series carries `engine` (the data-parallel rank): the
+        # busiest and idlest rank of a pool show an imbalance the sums hide.
+        _rule("pool:vllm_requests_running:max", "max by (pool) (vllm:num_requests_running)"),
+        _rule("pool:vllm_requests_running:min", "min by (pool) (vllm:num_requests_running)"),
+        # Time to first token, split: time queued (on decode this includes
+        # waiting for the KV from prefill, since vLLM schedules a request only
+        # once its KV has arrived) and time from scheduling to the first token.
+        _mean("pool:vllm_request_queue_time_seconds:mean5m", "vllm:request_queue_time_seconds"),
+        _mean("pool:vllm_request_prefill_time_seconds:mean5m", "vllm:request_prefill_time_seconds"),
+        _mean("pool:vllm_time_to_first_token_seconds:mean5m", "vllm:time_to_first_token_seconds"),
+        # Restarts: the API server's start time changes when its unit restarts.
+        _rule("pool:vllm_restarts:changes1h",
+              f"sum by (pool) (changes(process_start_time_seconds{{{POOL_JOBS}}}[1h]))"),
         _rule("pool:vllm_kv_cache_usage:max", "max by (pool) (vllm:kv_cache_usage_perc)"),
         _rule("pool:vllm_kv_cache_usage:avg", "avg by (pool) (vllm:kv_cache_usage_perc)"),
         _rule("pool:vllm_prefix_cache_hit:ratio5m",
@@ -116,8 +136,19 @@ def recording_rules() -> dict:
         *_quantiles("pool:vllm_nixl_xfer_time_seconds:quantile5m", "vllm:nixl_xfer_time_seconds", "pool"),
         _rule("pool:vllm_nixl_transfers:rate1m", "sum by (pool) (rate(vllm:nixl_xfer_time_seconds_count[1m]))"),
         _rule("pool:vllm_nixl_bytes:rate1m", "sum by (pool) (rate(vllm:nixl_bytes_transferred_sum[1m]))"),
+        *_quantiles("pool:vllm_nixl_post_time_seconds:quantile5m", "vllm:nixl_post_time_seconds", "pool"),
+        _mean("pool:vllm_nixl_bytes_per_transfer:mean5m", "vllm:nixl_bytes_transferred"),
         _rule("pool:vllm_nixl_failed_transfers:increase5m",
               "sum by (pool) (increase(vllm:nixl_num_failed_transfers_total[5m]))"),
+        _rule("pool:vllm_nixl_failed_notifications:increase5m",
+              "sum by (pool) (increase(vllm:nixl_num_failed_notifications_total[5m]))"),
+        # Prefill released a request's KV after its lease before decode read
+        # it (docs/troubleshooting.md, "Expired KV"); vLLM counts these apart
+        # from failed transfers.
+        _rule("pool:vllm_nixl_kv_expired:increase5m",
+              "sum by (pool) (increase(vllm:nixl_num_kv_expired_reqs_total[5m]))"),
+        _rule("pool:vllm_nixl_notifications_after_expiry:increase5m",
+              "sum by (pool) (increase(vllm:nixl_num_notifications_after_expiry_total[5m]))"),
     ]
     router = [
         _rule("job:vllm_router_requests:rate1m", "sum by (job) (rate(vllm_router_pd_requests_total[1m]))"),
