@@ -4,6 +4,10 @@ Runs on the controller and probes from the target node (the URL need not be
 reachable from the controller): each attempt prints the instance, attempt
 number and elapsed time; a unit that fails or restarts ends the wait at once
 with its last journal lines, as does the timeout.
+
+Its options and return values are documented in plugins/modules/pd_wait_healthy.py
+(`ansible-doc -t module pd_wait_healthy`): ansible-doc reads module docs only
+from a module file.
 """
 
 from __future__ import annotations
@@ -14,43 +18,6 @@ import time
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
-
-DOCUMENTATION = r"""
-module: pd_wait_healthy
-short_description: Wait for a vLLM instance or router to become healthy, printing progress
-version_added: "1.0.0"
-description:
-  - Polls O(url) from the target node until it answers HTTP 200. Between attempts it prints the
-    instance name, the attempt number and the elapsed time. When O(unit) is given, the unit's
-    state is read on each attempt; a failed or restarted unit ends the wait at once, and any
-    failure shows the unit's last journal lines.
-  - Skipped in check mode.
-options:
-  name:
-    description: Label for progress lines (the instance name).
-    type: str
-    required: true
-  url:
-    description: Health URL, probed from the target node.
-    type: str
-    required: true
-  unit:
-    description: systemd unit whose state and journal are read.
-    type: str
-  timeout:
-    description: Seconds before giving up.
-    type: int
-    default: 600
-  interval:
-    description: Seconds between attempts.
-    type: int
-    default: 5
-  journal_lines:
-    description: Journal lines shown on failure.
-    type: int
-    default: 60
-author: vllm-pd-ansible developers
-"""
 
 display = Display()
 _CAUSE = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception): ")

@@ -14,42 +14,8 @@ if os.path.normpath(_LIB) not in sys.path:
 from pd_planner import PlanError, systemd  # noqa: E402
 from pd_planner.values import plain  # noqa: E402
 
-DOCUMENTATION = r"""
-name: pd_exec_line
-short_description: An argument list as an exact systemd ExecStart value
-version_added: "1.0.0"
-description:
-  - Escapes every argument (quotes, backslashes, C(%) specifiers, C($)
-    references) so the process receives exactly this argv; no shell is
-    involved. The filters C(pd_env_file), C(pd_host_workers) and
-    C(pd_restart_batches) live in the same file.
-options:
-  _input:
-    description: The argv, program first (an absolute path).
-    type: list
-    elements: str
-    required: true
-  keep_env:
-    description: Names whose C(${NAME}) arguments stay environment references.
-    type: list
-    elements: str
-    default: []
-"""
-
-EXAMPLES = r"""
-- name: Render a unit
-  ansible.builtin.template:
-    src: unit.j2
-    dest: /etc/systemd/system/vllm-prefill-0.service
-    mode: "0644"
-  # unit.j2: ExecStart={{ [launcher] + args | pd_exec_line }}
-"""
-
-RETURN = r"""
-_value:
-  description: The ExecStart value, continued over lines.
-  type: str
-"""
+# Each filter of this file has its ansible-doc entry in plugins/filter/<filter name>.yml
+# (ansible-doc reads that sidecar when the Python file holds no DOCUMENTATION).
 
 
 def _wrap(func):
