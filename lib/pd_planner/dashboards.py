@@ -409,9 +409,10 @@ def gpus() -> dict:
     lay.add(timeseries("Framebuffer used", [
         (f"DCGM_FI_DEV_FB_USED{{{sel}}} / (DCGM_FI_DEV_FB_USED{{{sel}}} + DCGM_FI_DEV_FB_FREE{{{sel}}})", gpu)],
         "percentunit", "GPU memory in use: vLLM takes gpu-memory-utilization of it at start."), 8)
-    lay.add(timeseries("Power", [(f"DCGM_FI_DEV_POWER_USAGE{{{sel}}}", gpu)], "watt", "Board power draw."), 8)
+    lay.add(timeseries("Power", [(f"DCGM_FI_DEV_POWER_USAGE{{{sel}}}", gpu)], "watt",
+                       "Board power draw per GPU; prefill runs near the limit under load, decode below it."), 8)
     lay.add(timeseries("Temperature", [(f"DCGM_FI_DEV_GPU_TEMP{{{sel}}}", gpu)], "celsius",
-                       "GPU temperature."), 8)
+                       "GPU die temperature; a GPU that throttles shows here before in throughput."), 8)
     lay.add(timeseries("NVLink bandwidth counter", [
         (f"rate(DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL{{{sel}}}{RATE})", gpu)], COUNT_UNIT,
         "Rate of DCGM's NVLink bandwidth counter summed over lanes. DCGM does not state the counter's unit "
