@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Write docs/variables.md from the planner's option tables (the one source).
+"""Write docs/variables.md from the planner's option tables and the roles' argument specs.
+
+The planner's options come from lib/pd_planner/schema.py; every role variable
+from roles/<role>/meta/argument_specs.yml (meaning, type) and
+roles/<role>/defaults/main.yml (default: the value Ansible uses).
 
     python tools/gen_variables_doc.py          # rewrite the file
     python tools/gen_variables_doc.py --check  # exit 1 when it is stale
@@ -9,6 +13,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
@@ -27,15 +33,57 @@ CLUSTER_MEANING = {
     "pd_worker_env": "extra environment for every worker",
     "pd_ucx_tls": "UCX_TLS for NIXL; unset lets UCX choose",
     "pd_kv_shared_storage_path": "directory both pools share (ExampleConnector only)",
+    "pd_vllm_install_root": "directory holding one vLLM venv per version (default /opt/vllm; absolute)",
 }
 
 
 def _default(value) -> str:
     if value is None:
         return "-"
-    if value in ({}, []):
-        return f"`{value}`"
     return f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    # A Jinja filter's | would end the table cell.
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _role_default(value) -> str:
+    if value is None or value == "":
+        return "-" if value is None else '`""`'
+    if not isinstance(value, str):
+        # As YAML writes it (true, not Python's True); collections on one line.
+        value = yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+    return f"`{_cell(value)}`"
+
+
+def _spec_type(option: dict) -> str:
+    kind = option.get("type", "str")
+    return f"{kind} of {option['elements']}" if "elements" in option else kind
+
+
+def role_sections() -> list[str]:
+    """Every role's variables: meaning and type from its argument specs, default from defaults/main.yml."""
+    lines = ["", "## Role variables", "",
+             "From each role's `meta/argument_specs.yml` (meaning, type) and `defaults/main.yml` (default);",
+             "`ansible-doc -t role -r roles ROLE` shows the same. Defaults that are expressions are shown as written.",
+             ""]
+    for role in sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file()):
+        specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+        options = specs["main"].get("options") or {}
+        lines += [f"### {role.name}", "", _cell(specs["main"].get("short_description", "")), ""]
+        if not options:
+            lines += ["No variables.", ""]
+            continue
+        lines += ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for name, option in options.items():
+            default = defaults.get(name, option.get("default"))
+            required = " (required)" if option.get("required") else ""
+            lines.append(f"| `{name}` | {_spec_type(option)} | {_role_default(default)} | "
+                         f"{_cell(option.get('description', ''))}{required} |")
+        lines.append("")
+    return lines[:-1]
 
 
 def _table(options: dict, prefix: str = "") -> list[str]:
@@ -49,7 +97,8 @@ def render() -> str:
     lines = [
         "# Inventory variables",
         "",
-        "Generated from `lib/pd_planner/schema.py` by `tools/gen_variables_doc.py`; do not edit by hand.",
+        "Generated from `lib/pd_planner/schema.py` and the roles' `meta/argument_specs.yml` and",
+        "`defaults/main.yml` by `tools/gen_variables_doc.py`; do not edit by hand.",
         "Unknown options and wrong types fail the plan with a message naming the variable.",
         "",
         "## Cluster-wide (group_vars/all)",
@@ -59,6 +108,9 @@ def render() -> str:
         "| variable | required | meaning |",
         "| --- | --- | --- |",
     ]
+    undescribed = sorted(set(CLUSTER_VARIABLES) - set(CLUSTER_MEANING))
+    if undescribed:
+        raise SystemExit(f"tools/gen_variables_doc.py: add the meaning of {', '.join(undescribed)} to CLUSTER_MEANING")
     lines += [f"| `{var}` | {'yes' if var in REQUIRED else 'no'} | {CLUSTER_MEANING[var]} |"
               for var in CLUSTER_VARIABLES]
     lines += ["", f"`pd_kv_connector`: one of {', '.join(f'`{c}`' for c in catalog.CONNECTORS)}.", ""]
@@ -80,6 +132,7 @@ def render() -> str:
     for name, p in catalog.GPU_PROFILES.items():
         lines.append(f"| `{name}` | {p['gpus']} | {p['gpu_memory_gb'] or '-'} | {p['architecture']} | "
                      f"{'yes' if p['imex'] else 'no'} |")
+    lines += role_sections()
     return "\n".join(lines) + "\n"
 
 

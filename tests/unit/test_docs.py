@@ -1,4 +1,10 @@
-"""Docs that are generated from code stay in step with it."""
+"""Docs that are generated from code stay in step with it.
+
+docs/variables.md is generated (planner options from lib/pd_planner's schema,
+role variables from argument specs and defaults) and checked byte for byte;
+the argument specs, which ansible-doc and the generator read, must state the
+default each role's defaults/main.yml really sets.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +34,18 @@ def test_argument_specs_document_every_default():
         specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
         documented = set(specs["main"].get("options", {}))
         assert set(defaults) == documented, f"{role.name}: defaults {sorted(defaults)} vs specs {sorted(documented)}"
+
+
+def test_argument_spec_defaults_equal_role_defaults():
+    import yaml
+
+    drift = []
+    for role in sorted((ROOT / "roles").iterdir()):
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+        specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        for entry, spec in specs.items():
+            for name, option in (spec.get("options") or {}).items():
+                if name in defaults and option.get("default", "<no default>") != defaults[name]:
+                    drift.append(f"{role.name} ({entry}) {name}: argument_specs default "
+                                 f"{option.get('default', '<no default>')!r}, defaults/main.yml {defaults[name]!r}")
+    assert not drift, "\n".join(drift)
