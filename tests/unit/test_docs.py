@@ -49,3 +49,19 @@ def test_argument_spec_defaults_equal_role_defaults():
                     drift.append(f"{role.name} ({entry}) {name}: argument_specs default "
                                  f"{option.get('default', '<no default>')!r}, defaults/main.yml {defaults[name]!r}")
     assert not drift, "\n".join(drift)
+
+
+def test_documented_planner_defaults_are_the_ones_the_plan_applies():
+    # docs/variables.md prints the option tables' defaults; a plan from an
+    # inventory that sets none of these options must carry exactly those.
+    from pd_planner import build_plan, schema
+    from specs import make_spec
+
+    plan = build_plan(make_spec(router={}, monitoring={}))
+    tables = {"pd_router": (schema.ROUTER_OPTIONS, plan["router"]["settings"]),
+              "pd_monitoring": (schema.MONITORING_OPTIONS, plan["scrape"]["monitoring"])}
+    drift = [f"{variable}.{key}: documented {default!r}, planned {applied.get(key, '<missing>')!r}"
+             for variable, (options, applied) in tables.items()
+             for key, (_types, default, _meaning) in options.items()
+             if applied.get(key, "<missing>") != default]
+    assert not drift, "\n".join(drift)
