@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 
 from conftest import BIN, ENV, ROOT
 from pd_planner import build_plan
@@ -12,9 +13,14 @@ from pd_planner.inventory import spec_from_inventory
 
 
 def _labctl(tmp_path):
-    spec = importlib.util.spec_from_file_location("labctl", ROOT / "lab" / "labctl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """lab/pdlab's inventory module, writing its scale.yml under tmp_path."""
+    package = ROOT / "lab" / "pdlab"
+    if "pdlab" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("pdlab", package / "__init__.py",
+                                                      submodule_search_locations=[str(package)])
+        sys.modules["pdlab"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["pdlab"])
+    module = importlib.import_module("pdlab.inventory")
     module.STATE = tmp_path
     return module
 
