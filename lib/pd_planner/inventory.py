@@ -22,6 +22,7 @@ CLUSTER_VARIABLES = {
     "pd_worker_env": "worker_env",
     "pd_ucx_tls": "ucx_tls",
     "pd_kv_shared_storage_path": "kv_shared_storage_path",
+    "pd_vllm_install_root": "vllm_install_root",
 }
 REQUIRED = ("pd_vllm_version", "pd_kv_connector", "pd_model", "pd_cluster_cidr")
 

@@ -17,6 +17,7 @@ spec = {
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 
 from . import catalog
@@ -58,6 +59,14 @@ ROUTER_FLAGS = frozenset({
     "--vllm-discovery-address", "--kv-connector",
 })
 ROUTER_API_KEY_ENV = "VLLM_ROUTER_API_KEY"
+DEFAULT_VLLM_INSTALL_ROOT = "/opt/vllm"
+# How a worker starts vLLM, per flavor: argv before the model path, relative
+# to the venv. The CPU build ships no `vllm` dist metadata, so `vllm serve`
+# fails there; the API server module takes the same arguments.
+VLLM_LAUNCHERS = {
+    "cuda": ("bin/vllm", "serve"),
+    "cpu": ("bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"),
+}
 _FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _SIZE = re.compile(r"^(\d+)([kKmM]?)$")
 
@@ -115,6 +124,30 @@ def _check_version_and_connector(spec: dict, warnings: list) -> tuple:
             f"with this version use one of: {', '.join(accepted)}"
         )
     return version, connector, info
+
+
+def _check_install_root(value: object) -> str:
+    root = DEFAULT_VLLM_INSTALL_ROOT if value is None else value
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise PlanError(
+            f"pd_vllm_install_root is {root!r}; expected an absolute directory such as "
+            f"{DEFAULT_VLLM_INSTALL_ROOT} (one venv per vLLM version is created under it)"
+        )
+    return posixpath.normpath(root)
+
+
+def _vllm_host(device: str, version: str, install_root: str) -> dict:
+    """How a worker host runs vLLM: flavor, venv, launcher argv and checker."""
+    flavor = "cpu" if device == "cpu" else "cuda"
+    venv = f"{install_root}/{version}"
+    program, *rest = VLLM_LAUNCHERS[flavor]
+    return {
+        "flavor": flavor,
+        "version": version,
+        "venv": venv,
+        "launcher": [f"{venv}/{program}", *rest],
+        "check_args": f"{venv}/bin/vllm-check-args",
+    }
 
 
 def _check_flag_map(flags: dict, variable: str, reserved: frozenset) -> None:
@@ -580,6 +613,10 @@ def build_plan(spec: dict) -> dict:
         "ucx_tls": spec.get("ucx_tls"),
         "worker_env": dict(spec.get("worker_env") or {}),
         "kv_shared_storage_path": spec.get("kv_shared_storage_path"),
+        "vllm": {
+            "version": str(spec["vllm_version"]),
+            "install_root": _check_install_root(spec.get("vllm_install_root")),
+        },
         "router_hosts": [{"host": h, "address": addresses[h]} for h in groups["router"]],
     }
     for key in ctx["worker_env"]:
@@ -693,11 +730,12 @@ def build_plan(spec: dict) -> dict:
     router_plan = _router(ctx, router, instances, groups, addresses, port_owners)
     scrape = _scrape(instances, router_plan, groups, addresses, monitoring, profiles, port_owners)
     imex = _imex_domains(groups, hosts, profiles, addresses)
-    host_index = _host_index(instances, router_plan, groups, addresses, profiles, port_owners)
+    host_index = _host_index(instances, router_plan, groups, addresses, profiles, port_owners, imex, ctx["vllm"])
 
     return {
         "schema_version": SCHEMA_VERSION,
         "vllm_version": str(spec["vllm_version"]),
+        "vllm": ctx["vllm"],
         "connector": connector,
         "model": {
             **model,
@@ -790,9 +828,16 @@ def _instance(ctx, pool_name, pool, index, name, rank, total, placement, profile
     leader = instance["nodes"][0]
     instance["url"] = f"http://{leader['address']}:{leader['ports']['http']}"
     instance["kv_transfer_config"] = _kv_transfer_config(ctx, pool_name, pool, instance, leader)
+    # Directories the KV connector writes (ExampleConnector's shared
+    # storage), which the unit's read-only sandbox must leave writable.
+    shared = (instance["kv_transfer_config"].get("kv_connector_extra_config") or {}).get("shared_storage_path")
     for node in instance["nodes"]:
         node["serve_args"] = _serve_args(ctx, pool, instance, node)
         node["env"] = _node_env(ctx, pool, instance, node)
+        launcher = _vllm_host(node["device"], ctx["vllm"]["version"], ctx["vllm"]["install_root"])["launcher"]
+        # The unit's whole ExecStart, composed here only.
+        node["argv"] = [*launcher, node["model"], *node["serve_args"]]
+        node["writable_paths"] = [str(shared)] if shared else []
     if capacity is not None:
         instance["capacity"] = capacity
     return instance
@@ -859,6 +904,8 @@ def _router(ctx, router, instances, groups, addresses, port_owners) -> dict:
         "hosts": hosts,
         "prefill_urls": [i["url"] for i in prefill],
         "decode_urls": [i["url"] for i in decode],
+        # The worker set the router must route to (its API is reconciled to it).
+        "workers": {"prefill": [i["url"] for i in prefill], "decode": [i["url"] for i in decode]},
         "api_key_env": ROUTER_API_KEY_ENV if router["api_key_enabled"] else None,
         "settings": router,
     }
@@ -946,8 +993,10 @@ def _imex_domains(groups, hosts, profiles, addresses) -> list:
     ]
 
 
-def _host_index(instances, router_plan, groups, addresses, profiles, port_owners) -> dict:
+def _host_index(instances, router_plan, groups, addresses, profiles, port_owners, imex, vllm) -> dict:
     index: dict[str, dict] = {}
+    domain_of = {host: domain["name"] for domain in imex for host in domain["hosts"]}
+    workers = set(groups["prefill"] + groups["decode"])
     for host in dict.fromkeys(groups["prefill"] + groups["decode"] + groups["router"] + groups["monitoring"]):
         index[host] = {
             "address": addresses[host],
@@ -957,6 +1006,9 @@ def _host_index(instances, router_plan, groups, addresses, profiles, port_owners
             "gpus": profiles[host]["gpus"] if host in profiles else 0,
             "architecture": profiles[host]["architecture"] if host in profiles else None,
             "units": [],
+            "imex_domain": domain_of.get(host),
+            "vllm": (_vllm_host(profiles[host]["device"], vllm["version"], vllm["install_root"])
+                     if host in workers else None),
             # Every port the deployment listens on here, for preflight.
             "ports": [{"port": port, **claim} for port, claim in sorted(port_owners.get(host, {}).items())],
         }
