@@ -8,6 +8,7 @@ default each role's defaults/main.yml really sets.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -65,3 +66,50 @@ def test_documented_planner_defaults_are_the_ones_the_plan_applies():
              for key, (_types, default, _meaning) in options.items()
              if applied.get(key, "<missing>") != default]
     assert not drift, "\n".join(drift)
+
+
+def _plan_paths(value, path: str = "") -> set[str]:
+    """Key paths of a plan: `a.b` for mapping keys, `a[]` for list items; a
+    list of scalars is its own leaf (`serve_args`, not `serve_args[]`)."""
+    if isinstance(value, dict) and value:
+        paths = {path} if path else set()
+        for key, item in value.items():
+            paths |= _plan_paths(item, f"{path}.{key}" if path else key)
+        return paths
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        paths = {path}
+        for item in value:
+            paths |= _plan_paths(item, f"{path}[]")
+        return paths
+    return {path}
+
+
+def _documented_plan_paths() -> set[str]:
+    import re
+
+    paths = set()
+    for line in (ROOT / "docs" / "plan.md").read_text().splitlines():
+        if line.startswith("| `"):
+            paths |= set(re.findall(r"`([^`]+)`", line.split(" | ")[0]))
+    return paths
+
+
+def _covers(documented: str, actual: str) -> bool:
+    """`<name>` matches any one key; at the end it covers everything below
+    (so `actual` may be longer than `documented`, hence strict=False)."""
+    want, have = documented.split("."), actual.split(".")
+    if len(want) > len(have) or (len(want) < len(have) and not want[-1].startswith("<")):
+        return False
+    return all(w == h or (w.startswith("<") and w.endswith(">")) for w, h in zip(want, have, strict=False))
+
+
+def test_plan_doc_lists_exactly_the_golden_plan_keys():
+    plan = json.loads((ROOT / "tests" / "golden" / "gb200-plan.json").read_text())
+    actual = _plan_paths(plan)
+    documented = _documented_plan_paths()
+    # Containers need no row of their own when their keys have rows.
+    leaves = {p for p in actual if not any(q.startswith(p + ".") or q.startswith(p + "[]") for q in actual)}
+    undocumented = sorted(p for p in leaves if not any(_covers(d, p) for d in documented))
+    stale = sorted(d for d in documented if not any(_covers(d, p) for p in actual))
+    assert not (undocumented or stale), (f"docs/plan.md lacks these plan keys: {undocumented}; "
+                                         f"it lists keys the golden plan does not have: {stale}")
