@@ -30,11 +30,10 @@ def start_node(image: str, node: Node) -> None:
         path.mkdir(parents=True, exist_ok=True)
     # SYS_ADMIN lets systemd in the node build the units' sandboxes
     # (ProtectSystem, PrivateTmp) as on a real host; without it systemd
-    # silently skips them and the hardening would go untested.
+    # silently skips them and the hardening would go untested. The runtime
+    # and the rlimits come from lab/containers.conf (CONTAINERS_CONF).
     args = ["run", "-d", "--name", node.name, "--hostname", node.name, "--label", LABEL,
-            "--network", NETWORK, "--ip", node.address, "--systemd", "always",
-            "--runtime", "runc", "--cap-add", "SYS_ADMIN",
-            "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=4096:4096",
+            "--network", NETWORK, "--ip", node.address, "--systemd", "always", "--cap-add", "SYS_ADMIN",
             "--tmpfs", "/tmp:rw,exec", "--shm-size", "1g",
             "-v", f"{SHARED}:/models", "-v", f"{WHEELHOUSE}:/srv/wheelhouse:ro",
             "-v", f"{MODEL_SRC}:/srv/model-src:ro"]
