@@ -137,6 +137,56 @@ def test_render_gb200_shows_the_imex_domain_and_dcgm_on_every_tray(gb200_render)
     assert not (out / "cpu-ctl-01/etc/vllm-pd").exists()
 
 
+GB200_TRAY_FILES = {
+    "etc/dcgm-exporter/vllm-pd-counters.csv": 0o644,
+    "etc/modprobe.d/blacklist-nouveau.conf": 0o644,
+    "etc/modprobe.d/nvidia-vllm-pd.conf": 0o644,
+    "etc/nvidia-imex/nodes_config.cfg": 0o644,
+    "etc/systemd/system/dcgm-exporter.service": 0o644,
+    "etc/vllm-pd/nvidia-platform.json": 0o644,
+}
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o7777 for p in root.rglob("*") if p.is_file()}
+
+
+def test_render_writes_exactly_the_files_each_host_gets_with_their_modes(gb200_render):
+    """The roles' files.yml (the task file site.yml runs with root /) under
+    render_dir/<host>: every file a host gets, nothing else, with the mode it
+    has on the host (env files 0640: root:vllm on the host)."""
+    out, _ = gb200_render
+    plan = json.loads((out / "plan.json").read_text())
+    for host in ("gb200-tray-01", "gb200-tray-02", "gb200-tray-03", "gb200-tray-04"):
+        units = sorted({i["unit"] for i in plan["instances"] for n in i["nodes"] if n["host"] == host})
+        expected = dict(GB200_TRAY_FILES)
+        for unit in units:
+            expected[f"etc/vllm/{unit}.env"] = 0o640
+            expected[f"etc/systemd/system/{unit}.service"] = 0o644
+        assert _files(out / host) == expected, host
+    ctl = _files(out / "cpu-ctl-01")
+    assert {f: m for f, m in ctl.items() if not f.startswith("var/lib/grafana/dashboards/")} == {
+        "etc/systemd/system/vllm-router.service": 0o644,
+        "etc/systemd/system/prometheus.service": 0o644,
+        "etc/prometheus/prometheus.yml": 0o644,
+        **{f"etc/prometheus/file_sd/{job}.json": 0o644
+           for job in ("vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus")},
+        **{f"etc/prometheus/pd-rules/{name}": 0o644 for name in ("pd-alerts.yml", "pd-plan.yml", "pd-recording.yml")},
+        "etc/grafana/provisioning/datasources/vllm-pd.yaml": 0o644,
+        "etc/grafana/provisioning/dashboards/vllm-pd.yaml": 0o644,
+    }
+
+
+def test_render_writes_each_roles_files_in_one_action(gb200_render):
+    """Bulk rendering: one pd_files action per role and host, never a module run per file."""
+    _, result = gb200_render
+    tasks = result.stdout.split("TASKS RECAP")[0]
+    assert tasks.count("TASK [vllm_worker : Write the env files and units under") == 4
+    assert tasks.count("TASK [vllm_worker : ") == 4
+    for per_file in ("Render the env files", "Render the units", "Write the dashboards"):
+        assert f"TASK [{per_file}" not in tasks
+
+
 def test_render_is_idempotent(gb200_render):
     out, _ = gb200_render
     second = render(ROOT / "inventories" / "gb200", out)

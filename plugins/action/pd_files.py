@@ -1,0 +1,156 @@
+# Copyright: vllm-pd-ansible contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Write a list of files a role computed: the one render idiom of the roles.
+
+On a host (root "") every file goes through ansible.builtin.template or
+ansible.builtin.copy, so check mode, --diff, validate, owner/group and
+idempotence are exactly theirs. Under a local render root every file is
+templated in this process and written directly (no module run per file):
+render.yml writes a host's files in one action.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ansible._internal._templating import _template_vars  # what the template action adds (ansible_managed)
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
+
+DOCUMENTATION = r"""
+module: pd_files
+short_description: Write the files a role computed, on a host or under a local render root
+description:
+  - Takes the files of a role as data. With O(root) empty each file is written on the
+    host by M(ansible.builtin.template) (C(template)) or M(ansible.builtin.copy)
+    (C(content)); check mode, diff, validate and changed reporting are theirs.
+  - With O(root) set, the files are templated on the controller and written under
+    O(root) in this process (owner, group and validate are not applied there), the
+    directories created as needed. playbooks/render.yml uses this.
+options:
+  root:
+    description: Render directory prefixed to every dest; empty writes on the host.
+    type: str
+    default: ""
+  files:
+    description:
+      - The files. Each has C(dest) (absolute path on the host), one of C(template)
+        (a template of the role, rendered with the task's variables plus C(vars)) or
+        C(content), and C(mode); optionally C(owner), C(group), C(validate), C(vars)
+        and C(label) (returned with the file's result).
+    type: list
+    elements: dict
+    required: true
+author: vllm-pd-ansible contributors
+"""
+
+RETURN = r"""
+results:
+  description: One entry per file, in order, with dest, label and changed.
+  returned: always
+  type: list
+  elements: dict
+changed_labels:
+  description: The labels of the files that changed (or would change in check mode), once each.
+  returned: always
+  type: list
+  elements: str
+"""
+
+_FILE_KEYS = {"dest", "template", "content", "mode", "owner", "group", "validate", "vars", "label"}
+
+
+def _check(spec: object, index: int) -> dict:
+    if not isinstance(spec, dict):
+        raise AnsibleActionFail(f"pd_files: files[{index}] is {type(spec).__name__}, expected a mapping")
+    unknown = set(spec) - _FILE_KEYS
+    if unknown:
+        raise AnsibleActionFail(f"pd_files: files[{index}] has unknown keys {sorted(unknown)}; "
+                                f"valid: {sorted(_FILE_KEYS)}")
+    dest = spec.get("dest")
+    if not isinstance(dest, str) or not dest.startswith("/"):
+        raise AnsibleActionFail(f"pd_files: files[{index}].dest is {dest!r}, expected an absolute path")
+    if ("template" in spec) == ("content" in spec):
+        raise AnsibleActionFail(f"pd_files: {dest}: give exactly one of template and content")
+    if not spec.get("mode"):
+        raise AnsibleActionFail(f"pd_files: {dest}: mode is required")
+    return spec
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+    _VALID_ARGS = frozenset(("root", "files"))
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        root = to_text(self._task.args.get("root") or "")
+        files = self._task.args.get("files")
+        if not isinstance(files, list):
+            raise AnsibleActionFail(f"pd_files: files is {type(files).__name__}, expected a list")
+        specs = [_check(spec, i) for i, spec in enumerate(files)]
+        results = [self._render(root, spec, task_vars) if root else self._on_host(spec, task_vars)
+                   for spec in specs]
+        failed = [r for r in results if r.get("failed")]
+        result.update(
+            results=results,
+            changed=any(r.get("changed") for r in results),
+            changed_labels=list(dict.fromkeys(r["label"] for r in results if r.get("changed"))),
+        )
+        diffs = [r["diff"] for r in results if r.get("diff")]
+        if diffs:
+            result["diff"] = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
+        if failed:
+            result.update(failed=True, msg="; ".join(f"{r['dest']}: {r.get('msg', 'failed')}" for r in failed))
+        return result
+
+    def _text(self, spec: dict, task_vars: dict) -> str:
+        """The file's content, templated on the controller like the template action."""
+        if "content" in spec:
+            return to_text(spec["content"])
+        source = self._find_needle("templates", spec["template"])
+        searchpath = [os.path.dirname(source), self._loader.get_basedir()]
+        variables = {**task_vars, **(spec.get("vars") or {})}
+        variables.update(_template_vars.generate_ansible_template_vars(
+            path=spec["template"], fullpath=source, dest_path=spec["dest"],
+            include_ansible_managed="ansible_managed" not in variables))
+        templar = self._templar.copy_with_new_env(searchpath=searchpath, available_variables=variables)
+        data = trust_as_template(self._loader.get_text_file_contents(source))
+        return to_text(templar.template(data, escape_backslashes=False) or "")
+
+    def _render(self, root: str, spec: dict, task_vars: dict) -> dict:
+        path = os.path.join(root, spec["dest"].lstrip("/"))
+        data = to_bytes(self._text(spec, task_vars))
+        mode = int(str(spec["mode"]), 8)
+        try:
+            with open(path, "rb") as old:
+                same = old.read() == data and (os.stat(path).st_mode & 0o7777) == mode
+        except FileNotFoundError:
+            same = False
+        if not same and not self._task.check_mode:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=os.path.dirname(path))
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.chmod(temp, mode)
+            os.replace(temp, path)
+        return {"dest": spec["dest"], "label": spec.get("label", spec["dest"]), "changed": not same}
+
+    def _on_host(self, spec: dict, task_vars: dict) -> dict:
+        task = self._task.copy()
+        task.args = {k: spec[k] for k in ("dest", "mode", "owner", "group", "validate") if spec.get(k)}
+        if "template" in spec:
+            task.args["src"] = spec["template"]
+            name = "ansible.legacy.template"
+        else:
+            task.args["content"] = to_text(spec["content"])
+            name = "ansible.legacy.copy"
+        action = self._shared_loader_obj.action_loader.get(
+            name, task=task, connection=self._connection, play_context=self._play_context,
+            loader=self._loader, templar=self._templar, shared_loader_obj=self._shared_loader_obj)
+        outcome = action.run(task_vars={**task_vars, **(spec.get("vars") or {})})
+        outcome.update(dest=spec["dest"], label=spec.get("label", spec["dest"]))
+        return outcome
