@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 from conftest import ROOT
-from pd_planner import dashboards, monitoring
+from pd_planner import build_plan, dashboards, monitoring
 
 FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
 BOARDS = dashboards.dashboards()
@@ -63,7 +63,6 @@ def test_every_series_a_dashboard_reads_is_in_a_real_scrape_or_recorded(lab_spec
     """The names come from real /metrics of the lab's vLLM 0.32 (prefill and
     decode, NIXL) and vllm-router 0.1.17; recorded names from the rules,
     whose own inputs tests/unit/test_monitoring.py checks the same way."""
-    from pd_planner.planner import build_plan
     recorded = monitoring.recorded_names(monitoring.rule_files(build_plan(lab_spec)))
     scraped = scraped_names()
     assert {"vllm:nixl_num_kv_expired_reqs_total", "vllm:nixl_post_time_seconds_bucket",
@@ -136,7 +135,6 @@ def test_instance_dashboard_is_per_data_parallel_rank():
 
 
 def test_overview_shows_rank_imbalance_per_pool(gb200_spec):
-    from pd_planner.planner import build_plan
     rules = {r["record"]: r["expr"] for doc in monitoring.rule_files(build_plan(gb200_spec)).values()
              for g in doc["groups"] for r in g["rules"] if "record" in r}
     # Per rank within a pool: max/min over every series, each one rank.
@@ -172,7 +170,6 @@ def test_ttft_split_stacks_queue_prefill_transfer_and_first_decode_in_order():
 def test_ttft_split_and_nixl_means_compute_what_they_say(gb200_spec, tmp_path, promtool):
     """The new recording rules through the real promtool: a mean is sum/count
     over 5 minutes; expired KV counts increase."""
-    from pd_planner.planner import build_plan
     for name, doc in monitoring.rule_files(build_plan(gb200_spec)).items():
         (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False, width=1000))
     dec = 'job="vllm-decode", pool="decode", instance="decode-0", engine="0"'

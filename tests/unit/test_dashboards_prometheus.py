@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from pd_planner import monitoring
-from pd_planner.planner import build_plan
+from pd_planner import build_plan, monitoring
 
 FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
 TARGETS = {  # job -> (fixture, labels the plan's file_sd gives the target)
