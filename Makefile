@@ -32,9 +32,10 @@ help:
 	@echo "make test       every test (lint, unit, real vLLM parser, molecule)"
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
-	@echo "make bench      planner benchmark (288 GB200 trays)"
+	@echo "make bench      planner benchmark (288 GB200 trays), render of an 18-host rack"
 
-$(BIN)/.installed: requirements.txt requirements-test.txt
+# requirements.txt ends with `-e .`: pd_planner (lib/) is installed editable.
+$(BIN)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
@@ -119,8 +120,11 @@ render: venv
 	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR)) \
 		$(if $(filter undefined,$(origin RENDER_HOSTS)),,-e render_hosts=$(RENDER_HOSTS))
 
+# PD_RENDER_BEFORE_S: the rack render's wall time before the bulk render
+# (503 s measured on this 2-core machine, shared), printed beside today's.
 bench: venv
 	$(BIN)/python bench/plan_bench.py
+	PD_RENDER_BEFORE_S=$${PD_RENDER_BEFORE_S:-503} $(BIN)/python bench/render_bench.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache render .pytest_cache .ruff_cache .hypothesis

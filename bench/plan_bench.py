@@ -19,11 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-
+from pd_bench.specs import make_spec
 from pd_planner import build_plan
-from specs import make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (36, 72, 144, 288)

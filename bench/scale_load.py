@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Load
+from pd_bench.loadgen import Load
 
 ROOT = Path(__file__).resolve().parents[1]
 

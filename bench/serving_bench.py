@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import chat_body, post
+from pd_bench.loadgen import chat_body, post
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "What is the time complexity of quicksort in the average case? Explain briefly."

@@ -1,4 +1,4 @@
-"""Shared helpers: the planner on sys.path, inventories loaded through Ansible."""
+"""Shared helpers: inventories loaded through Ansible (pd_planner is installed: pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pd_planner.inventory import spec_from_inventory
+from specs import address, gb200_pools, make_spec  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-
-from pd_planner.inventory import spec_from_inventory  # noqa: E402
-from specs import address, gb200_pools, make_spec  # noqa: E402, F401
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PY_COLORS": "0", "ANSIBLE_NOCOLOR": "1"}

@@ -15,12 +15,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from pd_planner import catalog, schema
+from pd_planner.inventory import CLUSTER_VARIABLES, HOST_VARIABLES, REQUIRED
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-
-from pd_planner import catalog, schema  # noqa: E402
-from pd_planner.inventory import CLUSTER_VARIABLES, HOST_VARIABLES, REQUIRED  # noqa: E402
 
 TARGET = ROOT / "docs" / "variables.md"
 CLUSTER_MEANING = {

@@ -1,7 +1,13 @@
 """Pure-Python planner for vLLM prefill/decode disaggregated clusters.
 
-No Ansible imports: the filter plugins in ../ are thin adapters, and the
-unit tests import this package directly.
+No Ansible imports: the filter plugins in plugins/filter are thin adapters,
+and the unit tests import this package directly.
+
+Installed, not put on sys.path: `pip install -r requirements.txt` from the
+repository root (its `-e .` line; `make venv` does it for development)
+installs this package editable from lib/ into the controller's Python, where
+Ansible runs the filter plugins. Only the controller needs it; no managed
+node imports it.
 """
 
 from .errors import PlanError

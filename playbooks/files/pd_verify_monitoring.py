@@ -22,8 +22,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
-
+# Runs on the controller (verify.yml: localhost, ansible_playbook_python), whose venv has pd_planner.
 from pd_planner import dashboards, monitoring
 
 

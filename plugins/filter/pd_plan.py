@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 from ansible.errors import AnsibleFilterError
-
-# The planner core lives outside the plugin path (lib/), so Ansible's plugin
-# loader never mistakes its modules for filter plugins.
-_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib")
-if os.path.normpath(_LIB) not in sys.path:
-    sys.path.insert(0, os.path.normpath(_LIB))
-
-from pd_planner import PlanError, build_plan  # noqa: E402
-from pd_planner.inventory import spec_from_inventory  # noqa: E402
-from pd_planner.values import plain as _plain  # noqa: E402
+from pd_planner import PlanError, build_plan
+from pd_planner.inventory import spec_from_inventory
+from pd_planner.values import plain as _plain
 
 DOCUMENTATION = r"""
 name: pd_plan

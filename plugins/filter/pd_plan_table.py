@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
-_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib")
-if os.path.normpath(_LIB) not in sys.path:
-    sys.path.insert(0, os.path.normpath(_LIB))
-
-from pd_planner import plan_table  # noqa: E402
+from pd_planner import plan_table
 
 DOCUMENTATION = r"""
 name: pd_plan_table

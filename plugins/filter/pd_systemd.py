@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 from ansible.errors import AnsibleFilterError
-
-_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib")
-if os.path.normpath(_LIB) not in sys.path:
-    sys.path.insert(0, os.path.normpath(_LIB))
-
-from pd_planner import PlanError, systemd  # noqa: E402
-from pd_planner.values import plain  # noqa: E402
+from pd_planner import PlanError, systemd
+from pd_planner.values import plain
 
 # Each filter of this file has its ansible-doc entry in plugins/filter/<filter name>.yml
 # (ansible-doc reads that sidecar when the Python file holds no DOCUMENTATION).

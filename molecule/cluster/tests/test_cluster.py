@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nodes import address, node  # molecule/nodes.py, beside molecule/conftest.py
+from pd_bench.loadgen import Load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-sys.path.insert(0, str(ROOT / "bench"))
-from loadgen import Load  # noqa: E402
-from nodes import address, node  # noqa: E402
 
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 ROUTER = "mol-cl-ctl"
