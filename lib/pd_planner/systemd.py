@@ -102,6 +102,8 @@ def host_workers(plan: Mapping, host: str) -> list[dict]:
                 "peer_hosts": [n["host"] for n in nodes if n["host"] != host],
                 "model": node["model"],
                 "serve_args": list(node["serve_args"]),
+                "argv": list(node["argv"]),
+                "writable_paths": list(node["writable_paths"]),
                 "env": dict(node["env"]),
                 "gpus": list(node["gpus"]),
                 "kv_transfer_config": instance.get("kv_transfer_config") or {},

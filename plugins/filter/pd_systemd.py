@@ -26,5 +26,4 @@ class FilterModule:
             "pd_env_file": _wrap(systemd.env_file),
             "pd_host_workers": _wrap(systemd.host_workers),
             "pd_restart_batches": _wrap(systemd.restart_batches),
-            "pd_kv_writable_paths": _wrap(systemd.kv_writable_paths),
         }
