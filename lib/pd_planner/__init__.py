@@ -3,15 +3,15 @@
 No Ansible imports: the filter plugins in plugins/filter are thin adapters,
 and the unit tests import this package directly.
 
-Installed, not put on sys.path: `pip install -r requirements.txt` from the
+Installed like any library: `pip install -r requirements.txt` from the
 repository root (its `-e .` line; `make venv` does it for development)
 installs this package editable from lib/ into the controller's Python, where
 Ansible runs the filter plugins. Only the controller needs it; no managed
 node imports it.
 """
 
+from .build import build_plan
 from .errors import PlanError
-from .planner import build_plan
 from .table import plan_table
 
 __all__ = ["PlanError", "build_plan", "plan_table"]

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from pd_planner import dashboards, monitoring
-from pd_planner.errors import PlanError
-from pd_planner.planner import build_plan
+from pd_planner import PlanError, build_plan, dashboards, monitoring
 
 FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
 PROMTOOL_TESTS = ROOT / "tests" / "promtool"

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pd_planner import dashboards, nvidia
-from pd_planner.errors import PlanError
-from pd_planner.planner import build_plan
+from pd_planner import PlanError, build_plan, dashboards, nvidia
 
 UBUNTU = {"distribution": "Ubuntu", "version": "24.04", "driver_branch": 580, "cuda_version": "13.0"}
 

@@ -1,0 +1,279 @@
+"""Validation of the spec: cluster-wide settings, groups, hosts and pools.
+
+Each check raises PlanError naming the variable and what is valid, and
+returns NEW normalized values; nothing here changes its input. Rules that
+depend on the vLLM release are in vllm_args.py.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from . import catalog
+from .cluster import POOLS
+from .errors import PlanError
+from .schema import (
+    HOST_OPTIONS,
+    MODEL_OPTIONS,
+    MONITORING_OPTIONS,
+    OFFLOAD_BACKENDS,
+    OFFLOAD_OPTIONS,
+    POOL_OPTIONS,
+    ROUTER_OPTIONS,
+    normalize,
+)
+from .vllm_args import check_kv_transfer_fields
+
+DEFAULT_KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
+DEFAULT_VLLM_INSTALL_ROOT = "/opt/vllm"
+
+# Flags the planner owns: setting them through extra_args would desynchronise
+# the plan (ports, ranks, router URLs) from what runs.
+PLANNER_FLAGS = frozenset({
+    "--host", "--port", "--served-model-name", "--model",
+    "--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "-pp",
+    "--data-parallel-size", "-dp", "--data-parallel-size-local", "-dpl",
+    "--data-parallel-address", "-dpa", "--data-parallel-rpc-port", "-dpp",
+    "--data-parallel-start-rank", "-dpr", "--headless",
+    "--enable-expert-parallel", "-ep", "--kv-transfer-config",
+})
+PLANNER_ENV = frozenset({
+    "CUDA_VISIBLE_DEVICES", "VLLM_NIXL_SIDE_CHANNEL_HOST", "VLLM_NIXL_SIDE_CHANNEL_PORT",
+    "VLLM_HOST_IP", "VLLM_CPU_OMP_THREADS_BIND", "UCX_NET_DEVICES",
+})
+ROUTER_FLAGS = frozenset({
+    "--host", "--port", "--prefill", "--decode", "--vllm-pd-disaggregation",
+    "--prometheus-host", "--prometheus-port", "--api-key", "--worker-urls",
+    "--vllm-discovery-address", "--kv-connector",
+})
+_FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SIZE = re.compile(r"^(\d+)([kKmM]?)$")
+
+
+def parse_len(value: object, variable: str) -> int | None:
+    """max_model_len as vLLM reads it: 32768, '32k', '1M', or 'auto'/None."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise PlanError(f"{variable} is {value!r}; expected an integer, '32k' style, or 'auto'")
+    number, unit = match.groups()
+    return int(number) * {"": 1, "k": 1000, "K": 1024, "m": 10**6, "M": 2**20}[unit]
+
+
+# ----------------------------------------------------------------------------
+# Validation of cluster-wide settings
+
+def check_install_root(value: object) -> str:
+    root = DEFAULT_VLLM_INSTALL_ROOT if value is None else value
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise PlanError(
+            f"pd_vllm_install_root is {root!r}; expected an absolute directory such as "
+            f"{DEFAULT_VLLM_INSTALL_ROOT} (one venv per vLLM version is created under it)"
+        )
+    return posixpath.normpath(root)
+
+
+def check_flag_map(flags: dict, variable: str, reserved: frozenset) -> None:
+    for flag in flags:
+        if not _FLAG.match(str(flag)):
+            raise PlanError(f"{variable} key {flag!r} is not a command-line flag (write it as '--name')")
+        if str(flag).split("=")[0] in reserved:
+            raise PlanError(
+                f"{variable} sets {flag}, which the planner computes; "
+                f"remove it (planner-owned flags: {', '.join(sorted(reserved))})"
+            )
+
+
+def check_pool(pool_name: str, raw: object, version: tuple, connector: str, model_profile: dict | None,
+               warnings: list) -> dict:
+    """The pool's pd_pool, normalized and checked; a new dict."""
+    pool = normalize(raw, POOL_OPTIONS, f"pd_pool ({pool_name})")
+    var = f"pd_pool ({pool_name})"
+    if pool["gpus_per_instance"] is None:
+        raise PlanError(f"{var}.gpus_per_instance is not set; it is the GPU count of one {pool_name} instance")
+    for key in ("gpus_per_instance", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if pool[key] < 1:
+            raise PlanError(f"{var}.{key} is {pool[key]}; it must be at least 1")
+    if pool["instances"] is not None and pool["instances"] < 1:
+        raise PlanError(f"{var}.instances is {pool['instances']}; at least 1, or unset to fill the pool")
+    tp, pp, dp = pool["tensor_parallel_size"], pool["pipeline_parallel_size"], pool["data_parallel_size"]
+    if tp * pp * dp != pool["gpus_per_instance"]:
+        raise PlanError(
+            f"{var}: tensor_parallel_size {tp} x pipeline_parallel_size {pp} x data_parallel_size {dp} "
+            f"= {tp * pp * dp} GPUs, but gpus_per_instance is {pool['gpus_per_instance']}; "
+            "the three must multiply out to gpus_per_instance"
+        )
+    role = pool["kv_role"] or DEFAULT_KV_ROLES[pool_name]
+    if role not in catalog.KV_ROLES:
+        raise PlanError(f"{var}.kv_role {role!r} is not valid; valid: {', '.join(catalog.KV_ROLES)}")
+    pool["kv_role"] = role
+    if pool["kv_buffer_device"] is not None and pool["kv_buffer_device"] not in catalog.KV_BUFFER_DEVICES:
+        raise PlanError(
+            f"{var}.kv_buffer_device {pool['kv_buffer_device']!r} is not valid; "
+            f"valid: {', '.join(catalog.KV_BUFFER_DEVICES)}"
+        )
+    if pool["enable_eplb"]:
+        if not pool["expert_parallel"]:
+            raise PlanError(
+                f"{var}: enable_eplb needs expert parallelism; set expert_parallel: true "
+                "(EPLB balances experts across the expert-parallel group)"
+            )
+        if tp * dp <= 1:
+            raise PlanError(
+                f"{var}: enable_eplb needs an expert-parallel group larger than one GPU "
+                f"(tensor_parallel_size x data_parallel_size is {tp * dp})"
+            )
+    elif pool["eplb_config"]:
+        raise PlanError(f"{var}.eplb_config is set but enable_eplb is false; enable EPLB or drop eplb_config")
+    if pool["enable_dbo"] and pool["all2all_backend"] not in catalog.DBO_ALL2ALL_BACKENDS:
+        raise PlanError(
+            f"{var}: enable_dbo needs all2all_backend in {', '.join(catalog.DBO_ALL2ALL_BACKENDS)} "
+            f"(got {pool['all2all_backend']!r}); vLLM asserts this when the engine starts"
+        )
+    if pool["all2all_backend"] and not pool["expert_parallel"]:
+        warnings.append(f"{var}: all2all_backend {pool['all2all_backend']} has no effect without expert_parallel")
+    sizes = pool["cudagraph_capture_sizes"]
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+        raise PlanError(f"{var}.cudagraph_capture_sizes must be positive integers, got {sizes!r}")
+    if sizes and pool["max_cudagraph_capture_size"] and max(sizes) != pool["max_cudagraph_capture_size"]:
+        raise PlanError(
+            f"{var}: max_cudagraph_capture_size {pool['max_cudagraph_capture_size']} differs from the "
+            f"largest of cudagraph_capture_sizes ({max(sizes)}); set one of them or make them agree"
+        )
+    if pool["enforce_eager"] and (sizes or pool["max_cudagraph_capture_size"]):
+        warnings.append(f"{var}: enforce_eager disables CUDA graphs; the cudagraph sizes are ignored")
+    util = pool["gpu_memory_utilization"]
+    if util is not None and not 0 < util <= 1:
+        raise PlanError(f"{var}.gpu_memory_utilization is {util}; it must be in (0, 1]")
+    parse_len(pool["max_model_len"], f"{var}.max_model_len")
+    offload = normalize(pool["offload"], OFFLOAD_OPTIONS, f"{var}.offload")
+    if offload["offload_backend"] is not None and offload["offload_backend"] not in OFFLOAD_BACKENDS:
+        raise PlanError(
+            f"{var}.offload.offload_backend {offload['offload_backend']!r} is not valid; "
+            f"valid: {', '.join(OFFLOAD_BACKENDS)}"
+        )
+    group, in_group = offload["offload_group_size"], offload["offload_num_in_group"]
+    if group is not None and in_group is not None and in_group > group:
+        raise PlanError(
+            f"{var}.offload: offload_num_in_group {in_group} must be <= offload_group_size {group}"
+        )
+    pool["offload"] = offload
+    if model_profile and model_profile.get("quantization") and pool["quantization"] not in (
+        None, model_profile["quantization"],
+    ):
+        raise PlanError(
+            f"{var}.quantization is {pool['quantization']!r} but the checkpoint profile "
+            f"{model_profile['name']} is quantized as {model_profile['quantization']!r}; "
+            "leave quantization unset so vLLM reads it from the checkpoint"
+        )
+    check_flag_map(pool["extra_args"], f"{var}.extra_args", PLANNER_FLAGS)
+    for key in pool["env"]:
+        if key in PLANNER_ENV:
+            raise PlanError(f"{var}.env sets {key}, which the planner computes per node; remove it")
+    check_kv_transfer_fields(var, pool["kv_transfer_config"], version)
+    if connector != "P2pNcclConnector" and pool["kv_buffer_size"] is not None:
+        raise PlanError(f"{var}.kv_buffer_size applies only to P2pNcclConnector (pd_kv_connector is {connector})")
+    return pool
+
+
+
+def host_profile(host: str, hspec: dict) -> dict:
+    name = hspec["gpu_profile"]
+    if name is None:
+        raise PlanError(
+            f"host {host} has no pd_gpu_profile; valid: {', '.join(catalog.GPU_PROFILES)}"
+        )
+    profile = catalog.GPU_PROFILES.get(name)
+    if profile is None:
+        raise PlanError(
+            f"host {host}: pd_gpu_profile {name!r} is unknown; valid: {', '.join(catalog.GPU_PROFILES)}"
+        )
+    gpus = hspec["gpus"] if hspec["gpus"] is not None else profile["gpus"]
+    if gpus < 1:
+        raise PlanError(f"host {host}: pd_gpus is {gpus}; it must be at least 1")
+    return {"name": name, **profile, "gpus": gpus}
+
+
+def check_monitoring(raw: object) -> dict:
+    monitoring = normalize(raw, MONITORING_OPTIONS, "pd_monitoring")
+    for key in ("scrape_interval", "alert_for", "alert_down_for"):
+        if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", monitoring[key]):
+            raise PlanError(
+                f"pd_monitoring.{key} {monitoring[key]!r} is not a Prometheus duration; "
+                "valid: a whole number with ms, s, m or h, e.g. 15s"
+            )
+    for key in ("alert_idle_kv_usage", "alert_kv_cache_usage", "alert_router_error_ratio"):
+        if not 0 < monitoring[key] <= 1:
+            raise PlanError(f"pd_monitoring.{key} is {monitoring[key]}; valid: a ratio above 0, at most 1")
+    for key in ("tpgs_reference_prefill", "tpgs_reference_decode", "alert_prefill_waiting",
+                "alert_decode_waiting", "alert_ttft_p99_seconds", "alert_itl_p99_seconds"):
+        if monitoring[key] <= 0:
+            raise PlanError(f"pd_monitoring.{key} is {monitoring[key]}; valid: a number above 0")
+    return monitoring
+
+
+def check_groups(spec: dict) -> dict:
+    groups = {k: list(v or []) for k, v in (spec.get("groups") or {}).items()}
+    for name in (*POOLS, "router", "monitoring"):
+        groups.setdefault(name, [])
+    for pool in POOLS:
+        if not groups[pool]:
+            raise PlanError(
+                f"group {pool} has no hosts; the inventory needs at least one {pool} host "
+                "(hosts: prefill, decode, router, monitoring)"
+            )
+        if len(set(groups[pool])) != len(groups[pool]):
+            raise PlanError(f"group {pool} lists a host twice")
+    both = [h for h in groups["prefill"] if h in set(groups["decode"])]
+    if both:
+        raise PlanError(
+            f"host {both[0]} is in both groups prefill and decode; a GPU node serves one pool only"
+        )
+    if not groups["router"]:
+        raise PlanError("group router has no hosts; the inventory needs one router host")
+    return groups
+
+
+def check_model(raw: object) -> tuple[dict, dict | None]:
+    """pd_model normalized, and its capacity profile (None: no profile)."""
+    model = normalize(raw, MODEL_OPTIONS, "pd_model")
+    for key in ("served_name", "path"):
+        if not model[key]:
+            raise PlanError(f"pd_model.{key} is not set")
+    if model["profile"] is None:
+        return model, None
+    if model["profile"] not in catalog.MODEL_PROFILES:
+        raise PlanError(
+            f"pd_model.profile {model['profile']!r} is unknown; "
+            f"valid: {', '.join(catalog.MODEL_PROFILES)}"
+        )
+    return model, {"name": model["profile"], **catalog.MODEL_PROFILES[model["profile"]]}
+
+
+def check_router(raw: object) -> dict:
+    router = normalize(raw, ROUTER_OPTIONS, "pd_router")
+    for key in ("policy", "prefill_policy", "decode_policy"):
+        if router[key] not in catalog.ROUTER_POLICIES:
+            raise PlanError(
+                f"pd_router.{key} {router[key]!r} is not a vllm-router policy; "
+                f"valid: {', '.join(catalog.ROUTER_POLICIES)}"
+            )
+    check_flag_map(router["extra_args"], "pd_router.extra_args", ROUTER_FLAGS)
+    return router
+
+
+def check_hosts(raw: object, hosts: list[str]) -> dict:
+    raw = raw or {}
+    return {h: normalize(raw.get(h), HOST_OPTIONS, f"host {h}") for h in hosts}
+
+
+def check_worker_env(raw: object) -> dict:
+    env = dict(raw or {})
+    for key in env:
+        if key in PLANNER_ENV:
+            raise PlanError(f"pd_worker_env sets {key}, which the planner computes per node; remove it")
+    return env
