@@ -353,6 +353,32 @@ def pool_findings(version: str, pool_name: str, pool: dict, *, model_max_len: in
     return c.found
 
 
+# What the measured multi-tray recipes set for an instance spanning trays
+# (the vLLM GB200 reproduction, NVIDIA Dynamo's GB200 configs): NCCL over
+# multi-node NVLink, cuMem buffers, bootstrap sockets on the cluster NIC.
+MULTINODE_ENV = ("NCCL_MNNVL_ENABLE", "NCCL_CUMEM_ENABLE", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+def multinode_findings(pool_name: str, env: dict, hosts_per_instance: int, nvlink_domain: bool) -> list[Finding]:
+    """A warning when an instance spanning hosts lacks the multi-node environment.
+
+    `env` is what its workers get from pd_worker_env and the pool's env;
+    NCCL_MNNVL_ENABLE is expected only where the hosts share an NVLink
+    domain (GB200 trays of one IMEX domain)."""
+    if hosts_per_instance < 2:
+        return []
+    wanted = [k for k in MULTINODE_ENV if nvlink_domain or k != "NCCL_MNNVL_ENABLE"]
+    missing = [k for k in wanted if k not in env]
+    if not missing:
+        return []
+    variable = f"pd_pool ({pool_name}).env"
+    return [Finding("warning", variable, (
+        f"{variable}: an instance spans {hosts_per_instance} hosts but its workers get no {', '.join(missing)}; "
+        "the measured multi-tray recipes set NCCL_MNNVL_ENABLE=1 (NVLink across trays), NCCL_CUMEM_ENABLE=1 "
+        "and GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME to the cluster interface (set them in the pool's env "
+        "or pd_worker_env)"))]
+
+
 def errors_and_warnings(findings: list[Finding]) -> tuple[list[str], list[str]]:
     """Split findings into (error messages, warning messages)."""
     return ([f.message for f in findings if f.level == "error"],

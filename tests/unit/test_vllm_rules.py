@@ -9,6 +9,7 @@ from pd_planner.vllm_rules import (
     WORKING_ALL2ALL,
     default_scheduler_limits,
     errors_and_warnings,
+    multinode_findings,
     pool_findings,
     rules_version,
 )
@@ -279,3 +280,20 @@ def test_the_article_era_sample_pools_are_refused():
     assert [e.split(":")[0] for e in prefill_errors] == ["pd_pool (decode).all2all_backend",
                                                          "pd_pool (decode).enable_eplb"]
     assert [e.split(":")[0] for e in decode_errors] == ["pd_pool (decode).all2all_backend"]
+
+
+def test_an_instance_spanning_trays_without_the_multinode_environment_warns():
+    findings = multinode_findings("decode", {"NCCL_CUMEM_ENABLE": "1"}, 2, nvlink_domain=True)
+    assert [f.level for f in findings] == ["warning"]
+    assert findings[0].message.startswith("pd_pool (decode).env: an instance spans 2 hosts but its workers get no "
+                                          "NCCL_MNNVL_ENABLE, GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME")
+
+
+def test_the_multinode_environment_is_checked_only_where_it_applies():
+    full = {"NCCL_MNNVL_ENABLE": "1", "NCCL_CUMEM_ENABLE": "1", "GLOO_SOCKET_IFNAME": "eth0",
+            "NCCL_SOCKET_IFNAME": "eth0"}
+    assert multinode_findings("decode", full, 2, nvlink_domain=True) == []
+    assert multinode_findings("decode", {}, 1, nvlink_domain=True) == []
+    # Boards without a shared NVLink domain (HGX over InfiniBand): no MNNVL.
+    no_mnnvl = {k: v for k, v in full.items() if k != "NCCL_MNNVL_ENABLE"}
+    assert multinode_findings("decode", no_mnnvl, 2, nvlink_domain=False) == []
