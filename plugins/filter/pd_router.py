@@ -12,7 +12,6 @@ from pd_planner.values import plain
 class FilterModule:
     def filters(self):
         return {
-            "pd_router_unit_workers": lambda text: router.unit_workers(str(text)),
             "pd_router_unit_settings": lambda text: router.unit_settings(str(text)),
             "pd_router_listed_workers": lambda answer: router.listed_workers(plain(answer)),
         }

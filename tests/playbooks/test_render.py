@@ -162,6 +162,7 @@ def test_render_writes_exactly_the_files_each_host_gets_with_their_modes(gb200_r
         expected = dict(GB200_TRAY_FILES)
         for unit in units:
             expected[f"etc/vllm/{unit}.env"] = 0o640
+            expected[f"etc/vllm/{unit}.json"] = 0o644  # the plan record retire.yml reads
             expected[f"etc/systemd/system/{unit}.service"] = 0o644
         assert _files(out / host) == expected, host
     ctl = _files(out / "cpu-ctl-01")
@@ -185,6 +186,14 @@ def test_render_writes_each_roles_files_in_one_action(gb200_render):
     assert tasks.count("TASK [vllm_worker : ") == 4
     for per_file in ("Render the env files", "Render the units", "Write the dashboards"):
         assert f"TASK [{per_file}" not in tasks
+
+
+def test_render_records_each_instance_for_retire(gb200_render):
+    """retire.yml reads where a dropped instance served from this record, not from the unit's text."""
+    out, _ = gb200_render
+    record = json.loads((out / "gb200-tray-03/etc/vllm/vllm-decode-0.json").read_text())
+    assert record == {"instance": "decode-0", "unit": "vllm-decode-0", "pool": "decode",
+                      "url": "http://10.20.0.13:8200"}
 
 
 def test_render_is_idempotent(gb200_render):
