@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import re
 
-DATASOURCE_UID = "pd-prometheus"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+from .grafana import (
+    COUNT_UNIT,
+    DATASOURCE,
+    Layout,
+    stat,
+    timeseries,
+    variable_datasource,
+    variable_query,
+)
+
 SCHEMA_VERSION = 39
 # dcgm-exporter fields the GPU dashboard reads (all in dcgm-exporter's
 # default counters); the lab has no GPU, so they only exist on hardware.
@@ -33,94 +41,7 @@ WORKER = 'pool=~"$pool", instance=~"$instance", engine=~"$rank"'
 RATE = "[$__rate_interval]"
 # Grafana's own variables, and what tests substitute for them.
 BUILTINS = {"$__rate_interval": "1m"}
-# Grafana units for numbers with a physical unit; a panel of plain counts
-# ("short") names what it counts on its axis instead.
-COUNT_UNIT = "short"
 TAG = "vllm-pd"
-
-
-class _Layout:
-    """Panels on Grafana's 24-column grid, filled left to right."""
-
-    def __init__(self) -> None:
-        self.panels: list[dict] = []
-        self.x = self.y = 0
-        self.row_height = 0
-
-    def row(self, title: str) -> None:
-        self._newline()
-        self.panels.append({"type": "row", "title": title, "collapsed": False, "panels": [],
-                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "id": len(self.panels) + 1})
-        self.y += 1
-
-    def _newline(self) -> None:
-        if self.x:
-            self.y += self.row_height
-            self.x, self.row_height = 0, 0
-
-    def add(self, panel: dict, width: int, height: int = 8) -> None:
-        if self.x + width > 24:
-            self._newline()
-        panel["gridPos"] = {"h": height, "w": width, "x": self.x, "y": self.y}
-        panel["id"] = len(self.panels) + 1
-        self.panels.append(panel)
-        self.x += width
-        self.row_height = max(self.row_height, height)
-
-
-def _targets(queries: list[tuple[str, str]]) -> list[dict]:
-    return [{"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": chr(ord("A") + i)}
-            for i, (expr, legend) in enumerate(queries)]
-
-
-def _field_defaults(unit: str, axis: str) -> dict:
-    if unit == COUNT_UNIT and not axis:
-        raise ValueError(f"a panel of plain counts names what it counts (axis): unit {unit!r}")
-    return {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 10, "axisLabel": axis}}
-
-
-def timeseries(title: str, queries: list[tuple[str, str]], unit: str, description: str, *,
-               axis: str = "", stacked: bool = False, links: list[dict] | None = None) -> dict:
-    """One unit per panel: what differs in unit goes in another panel."""
-    defaults = _field_defaults(unit, axis)
-    if stacked:
-        defaults["custom"]["stacking"] = {"mode": "normal", "group": "A"}
-        defaults["custom"]["fillOpacity"] = 40
-    if links:
-        defaults["links"] = links
-    return {
-        "type": "timeseries", "title": title, "description": description, "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
-                    "tooltip": {"mode": "multi"}},
-        "targets": _targets(queries),
-    }
-
-
-def stat(title: str, queries: list[tuple[str, str]], unit: str, description: str, *, axis: str = "",
-         thresholds: list[tuple[float | None, str]] | None = None) -> dict:
-    steps = [{"value": v, "color": c} for v, c in (thresholds or [(None, "green")])]
-    defaults = _field_defaults(unit, axis)
-    defaults["thresholds"] = {"mode": "absolute", "steps": steps}
-    return {
-        "type": "stat", "title": title, "description": description, "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "colorMode": "value", "graphMode": "area", "textMode": "auto"},
-        "targets": _targets(queries),
-    }
-
-
-def _variable_datasource() -> dict:
-    return {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
-            "current": {"text": "Prometheus", "value": DATASOURCE_UID}, "hide": 0}
-
-
-def _variable_query(name: str, label: str, query: str) -> dict:
-    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-            "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
-            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".+",
-            "current": {"text": "All", "value": "$__all"}, "sort": 1, "hide": 0}
 
 
 def _annotations() -> list[dict]:
@@ -150,12 +71,12 @@ def _links() -> list[dict]:
              "tooltip": "", "url": ""}]
 
 
-def _dashboard(uid: str, title: str, description: str, layout: _Layout, variables: list[dict]) -> dict:
+def _dashboard(uid: str, title: str, description: str, layout: Layout, variables: list[dict]) -> dict:
     return {
         "uid": uid, "title": title, "description": description, "tags": ["vllm", "disaggregated", TAG],
         "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": False, "graphTooltip": 1,
         "time": {"from": "now-1h", "to": "now"}, "refresh": "30s", "timezone": "",
-        "templating": {"list": [_variable_datasource(), *variables]},
+        "templating": {"list": [variable_datasource(), *variables]},
         "annotations": {"list": _annotations()}, "links": _links(), "panels": layout.panels,
     }
 
@@ -166,7 +87,7 @@ POOL_DRILLDOWN = [{"title": "Instances of pool ${__field.labels.pool}",
 
 
 def overview() -> dict:
-    lay = _Layout()
+    lay = Layout()
     drill = {"links": POOL_DRILLDOWN}
     lay.row("Throughput: tokens per GPU per second (TPGS)")
     lay.add(timeseries("TPGS per pool, measured vs published", [
@@ -298,7 +219,7 @@ def _per_rank_mean(metric: str) -> str:
 
 def instance() -> dict:
     """Every vLLM series here is per data-parallel rank (`engine`)."""
-    lay = _Layout()
+    lay = Layout()
     rank = "{{instance}} rank {{engine}}"
     lay.row("Load per rank")
     lay.add(timeseries("Tokens per second", [
@@ -384,16 +305,16 @@ def instance() -> dict:
     return _dashboard("pd-instance", "vLLM PD: instance",
                       "Prefill and decode instances in detail, per data-parallel rank (vLLM's `engine` label).",
                       lay, [
-                          _variable_query("pool", "Pool", 'label_values(up{job=~"vllm-prefill|vllm-decode"}, pool)'),
-                          _variable_query("instance", "Instance", 'label_values(up{pool=~"$pool"}, instance)'),
-                          _variable_query("rank", "DP rank",
+                          variable_query("pool", "Pool", 'label_values(up{job=~"vllm-prefill|vllm-decode"}, pool)'),
+                          variable_query("instance", "Instance", 'label_values(up{pool=~"$pool"}, instance)'),
+                          variable_query("rank", "DP rank",
                                           'label_values(vllm:num_requests_running{pool=~"$pool", '
                                           'instance=~"$instance"}, engine)'),
                       ])
 
 
 def gpus() -> dict:
-    lay = _Layout()
+    lay = Layout()
     sel = 'pool=~"$pool", instance=~"$host"'
     gpu = "{{host}} GPU {{gpu}}"
     lay.row("GPUs (dcgm-exporter)")
@@ -423,8 +344,8 @@ def gpus() -> dict:
                  "XID catalogue; 79 (fallen off the bus) and 48 (double-bit ECC) need a drain.",
                  thresholds=[(None, "green"), (1, "red")]), 12)
     return _dashboard("pd-gpus", "vLLM PD: GPUs", "GPU metrics of the prefill and decode nodes from DCGM.", lay, [
-        _variable_query("pool", "Pool", 'label_values(up{job="dcgm"}, pool)'),
-        _variable_query("host", "Host", 'label_values(up{job="dcgm", pool=~"$pool"}, instance)'),
+        variable_query("pool", "Pool", 'label_values(up{job="dcgm"}, pool)'),
+        variable_query("host", "Host", 'label_values(up{job="dcgm", pool=~"$pool"}, instance)'),
     ])
 
 
