@@ -66,7 +66,7 @@ GPU_PROFILES: dict[str, dict] = {
 # --------------------------------------------------------------------------
 # Oldest and newest release whose flags and connector rules this table knows.
 VLLM_OLDEST_KNOWN = "0.10.0"
-VLLM_NEWEST_KNOWN = "0.33.0"
+VLLM_NEWEST_KNOWN = "0.34.0"
 
 # KVTransferConfig fields. The four legacy fields are rejected
 # ("Unexpected keyword argument") from 0.32.0 on.
@@ -135,6 +135,8 @@ ROUTER_POLICIES = (
 # expert-parallel group (TP x DP) when expert parallelism is on, over TP
 # otherwise. `kv_bytes_per_token` is vLLM's MLA latent cache (576 elements
 # per layer x 61 layers), not split by TP.
+# `max_model_len` is the model's maximum context; vLLM refuses a larger
+# --max-model-len (config/model.py, see vllm_rules.py).
 # Source: vllm-ground-truth.md ("DeepSeek-R1 numbers for capacity math").
 # --------------------------------------------------------------------------
 MODEL_PROFILES: dict[str, dict] = {
@@ -145,6 +147,7 @@ MODEL_PROFILES: dict[str, dict] = {
         "experts_gb": 654.0,
         "layers": 61,
         "routed_experts": 256,
+        "max_model_len": 163840,
         "kv_bytes_per_token": {"auto": 70272, "bfloat16": 70272, "fp8": 35136, "fp8_e4m3": 35136},
     },
     "deepseek_r1_nvfp4": {
@@ -154,6 +157,7 @@ MODEL_PROFILES: dict[str, dict] = {
         "experts_gb": 381.0,
         "layers": 61,
         "routed_experts": 256,
+        "max_model_len": 163840,
         "kv_bytes_per_token": {"auto": 70272, "bfloat16": 70272, "fp8": 35136, "fp8_e4m3": 35136},
     },
     # The lab's locally generated random Llama: capacity is never a concern.
