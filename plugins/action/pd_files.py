@@ -2,6 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write a list of files a role computed: the one render idiom of the roles.
 
+Its documentation (ansible-doc -t module pd_files) is plugins/modules/pd_files.py.
+
 On a host (root "") every file goes through ansible.builtin.template or
 ansible.builtin.copy, so check mode, --diff, validate, owner/group and
 idempotence are exactly theirs. Under a local render root every file is
@@ -19,46 +21,6 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
-
-DOCUMENTATION = r"""
-module: pd_files
-short_description: Write the files a role computed, on a host or under a local render root
-description:
-  - Takes the files of a role as data. With O(root) empty each file is written on the
-    host by M(ansible.builtin.template) (C(template)) or M(ansible.builtin.copy)
-    (C(content)); check mode, diff, validate and changed reporting are theirs.
-  - With O(root) set, the files are templated on the controller and written under
-    O(root) in this process (owner, group and validate are not applied there), the
-    directories created as needed. playbooks/render.yml uses this.
-options:
-  root:
-    description: Render directory prefixed to every dest; empty writes on the host.
-    type: str
-    default: ""
-  files:
-    description:
-      - The files. Each has C(dest) (absolute path on the host), one of C(template)
-        (a template of the role, rendered with the task's variables plus C(vars)) or
-        C(content), and C(mode); optionally C(owner), C(group), C(validate), C(vars)
-        and C(label) (returned with the file's result).
-    type: list
-    elements: dict
-    required: true
-author: vllm-pd-ansible contributors
-"""
-
-RETURN = r"""
-results:
-  description: One entry per file, in order, with dest, label and changed.
-  returned: always
-  type: list
-  elements: dict
-changed_labels:
-  description: The labels of the files that changed (or would change in check mode), once each.
-  returned: always
-  type: list
-  elements: str
-"""
 
 _FILE_KEYS = {"dest", "template", "content", "mode", "owner", "group", "validate", "vars", "label"}
 

@@ -98,13 +98,14 @@ def test_multi_filter_files_leave_docs_to_sidecars(filter_docs):
             assert "DOCUMENTATION" not in assigned, (source, names)
 
 
-def test_pd_wait_healthy_module_doc_loads():
-    docs = _ansible_doc("-t", "module", "pd_wait_healthy")
-    doc = docs["pd_wait_healthy"]["doc"]
-    assert doc["filename"].endswith("plugins/modules/pd_wait_healthy.py")
+@pytest.mark.parametrize("action", ["pd_wait_healthy", "pd_files"])
+def test_action_module_doc_loads(action):
+    docs = _ansible_doc("-t", "module", action)
+    doc = docs[action]["doc"]
+    assert doc["filename"].endswith(f"plugins/modules/{action}.py")
     # The documented options are the ones the action plugin accepts.
-    action = (ROOT / "plugins" / "action" / "pd_wait_healthy.py").read_text()
-    valid = next(node for node in ast.walk(ast.parse(action))
+    source = (ROOT / "plugins" / "action" / f"{action}.py").read_text()
+    valid = next(node for node in ast.walk(ast.parse(source))
                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_VALID_ARGS")
     accepted = set(ast.literal_eval(valid.value.args[0]))
     assert set(doc["options"]) == accepted
