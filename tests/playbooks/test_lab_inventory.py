@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 
 from conftest import BIN, ENV, ROOT
 from pd_planner import build_plan
 from pd_planner.inventory import spec_from_inventory
+from pdlab import inventory as pdlab_inventory
 
 
 def _labctl(tmp_path):
     """lab/pdlab's inventory module, writing its scale.yml under tmp_path."""
-    package = ROOT / "lab" / "pdlab"
-    if "pdlab" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("pdlab", package / "__init__.py",
-                                                      submodule_search_locations=[str(package)])
-        sys.modules["pdlab"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["pdlab"])
-    module = importlib.import_module("pdlab.inventory")
+    module = pdlab_inventory
     module.STATE = tmp_path
     return module
 

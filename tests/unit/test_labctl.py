@@ -5,25 +5,11 @@ for a shape or an inventory the lab cannot run."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import ipaddress
-import sys
 
 import pytest
 from conftest import ROOT, ansible_inventory
-
-
-def _pdlab_inventory():
-    package = ROOT / "lab" / "pdlab"
-    if "pdlab" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("pdlab", package / "__init__.py",
-                                                      submodule_search_locations=[str(package)])
-        sys.modules["pdlab"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["pdlab"])
-    return importlib.import_module("pdlab.inventory")
-
-
-inventory = _pdlab_inventory()
+from pdlab import inventory
 
 
 @pytest.fixture(scope="module")
