@@ -1,8 +1,8 @@
 """What a running vllm-router has versus what the plan wants.
 
-A changed worker set can reach a running router through its API instead of
-a restart. These helpers tell the two kinds of change apart from the
-rendered unit text, and read the router's own /workers answer.
+The desired worker set is the plan's router.workers. These helpers tell a
+settings change from a worker-set change in the installed unit text, and
+read the router's own /workers answer.
 """
 
 from __future__ import annotations
@@ -11,14 +11,6 @@ import re
 from collections.abc import Mapping
 
 _WORKER = re.compile(r"^\s*--(prefill|decode)\s+(\S+)", re.MULTILINE)
-
-
-def unit_workers(unit_text: str) -> dict[str, list[str]]:
-    """{"prefill": [urls], "decode": [urls]} from a rendered router unit."""
-    found: dict[str, list[str]] = {"prefill": [], "decode": []}
-    for kind, url in _WORKER.findall(unit_text or ""):
-        found[kind].append(url.strip('"'))
-    return {kind: sorted(urls) for kind, urls in found.items()}
 
 
 def unit_settings(unit_text: str) -> str:

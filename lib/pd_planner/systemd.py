@@ -111,14 +111,6 @@ def host_workers(plan: Mapping, host: str) -> list[dict]:
     return items
 
 
-def kv_writable_paths(worker: Mapping) -> list[str]:
-    """Directories a worker's KV connector writes (ExampleConnector's shared
-    storage), which a read-only sandbox must leave writable."""
-    extra = (worker.get("kv_transfer_config") or {}).get("kv_connector_extra_config") or {}
-    path = extra.get("shared_storage_path")
-    return [str(path)] if path else []
-
-
 def restart_batches(plan: Mapping, pending: Mapping[str, Iterable[str]], batch_size: int = 1,
                     stopped: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
     """Which instances to (re)start, and in which batches.

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, make_spec
 from pd_planner import PlanError, build_plan
 from pd_planner import systemd as sd
-from pd_planner.router import listed_workers, unit_settings, unit_workers
+from pd_planner.router import listed_workers, unit_settings
 from specs import systemd_split
 
 VERIFY = ROOT / "roles" / "pd_systemd" / "files" / "pd-verify-unit"
@@ -105,13 +105,10 @@ ExecStart=/opt/vllm-router/0.1.17/bin/vllm-router --host 10.0.0.5 \\
 """
 
 
-def test_router_unit_workers_and_settings():
-    assert unit_workers(UNIT) == {"prefill": ["http://10.0.0.11:8100", "http://10.0.0.12:8100"],
-                                  "decode": ["http://10.0.0.21:8200"]}
+def test_router_unit_settings_ignore_the_worker_set():
     grown = UNIT.replace("    --decode", "    --prefill http://10.0.0.13:8100 none \\\n    --decode")
     assert unit_settings(grown) == unit_settings(UNIT)
     assert unit_settings(UNIT.replace("round_robin", "cache_aware")) != unit_settings(UNIT)
-    assert unit_workers("") == {"prefill": [], "decode": []}
 
 
 def test_listed_workers_reads_typed_entries():
