@@ -34,3 +34,18 @@ def test_local_stage_copy_verified_on_each_node(host):
     assert result.rc == 0, result.stdout
     shared = host.file("/models/tiny-llama/model.safetensors").sha256sum
     assert host.file("/var/lib/pd-models/tiny-llama/model.safetensors").sha256sum == shared
+
+
+@pytest.mark.parametrize("path", ["/models/tiny-llama", "/var/lib/pd-models/tiny-llama"])
+def test_the_path_units_use_links_to_its_verified_revision(host, path):
+    link = host.file(path)
+    assert link.is_symlink and link.linked_to == f"{path}.revisions/local"
+    assert host.file(f"{path}/.pd-verified").content_string == "local\n"
+    journal = json.loads(host.file(f"{path}/.pd-sync-journal.json").content_string)
+    assert "model.safetensors" in journal
+
+
+def test_the_progress_file_holds_the_last_result(host):
+    status = json.loads(host.file("/var/lib/pd-models/tiny-llama.sync-status.json").content_string)
+    assert status["phase"] == "done" and status["result"]["revision"] == "local"
+    assert status["bytes_done"] == status["bytes_total"]

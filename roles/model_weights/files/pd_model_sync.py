@@ -430,22 +430,35 @@ def _run_sync(opts, cli) -> tuple[dict, int]:
         cli.error("sync needs --from-dir or --repo-id")
     dest = Path(opts.dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    status = Status(opts.status_file)
-    status.update(force=True, phase="waiting for the lock")
+    # The status file is written only under the lock: a refused run leaves the holder's alone.
     lock = Lock(dest, opts.lock_timeout, f"pd-model-sync sync, revision {opts.revision}")
+    status = Status(opts.status_file)
     if opts.detach:
+        ready_r, ready_w = os.pipe()
         if os.fork():
+            # Return once the worker's first status is written, so no reader sees a previous run's.
+            os.close(ready_w)
+            os.read(ready_r, 1)
             return {"changed": False, "state": "started", "status_file": opts.status_file}, 0
+        os.close(ready_r)
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         status.data["pid"] = os.getpid()
         lock.record(f"pd-model-sync sync, revision {opts.revision}")
+        status.update(force=True)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+    else:
+        status.update(force=True)
     try:
         result, rc = sync(opts, lock, status), 0
     except (Invalid, OSError, ValueError) as exc:
         result, rc = {"changed": False, "state": "invalid", "problem": str(exc)}, 1
+    if rc == 0:
+        size = _tree_bytes(Path(result["path"]))
+        status.update(bytes_done=size, bytes_total=size)
     status.update(force=True, phase="done" if rc == 0 else "failed", result=result, current=None)
     if opts.detach:
         os._exit(rc)
