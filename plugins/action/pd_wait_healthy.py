@@ -1,9 +1,11 @@
 """Wait until an instance answers its health URL, with progress lines.
 
 Runs on the controller and probes from the target node (the URL need not be
-reachable from the controller): each attempt prints the instance, attempt
-number and elapsed time; a unit that fails or restarts ends the wait at once
-with its last journal lines, as does the timeout.
+reachable from the controller). While it waits it prints what vLLM is doing,
+read from the unit's journal (loading shards k/n, compiling, capturing CUDA
+graphs, ...), when that changes and at least every 30 s; a unit that fails
+or restarts ends the wait at once with its last journal lines, as does the
+timeout.
 
 Its options and return values are documented in plugins/modules/pd_wait_healthy.py
 (`ansible-doc -t module pd_wait_healthy`): ansible-doc reads module docs only
@@ -21,6 +23,60 @@ from ansible.utils.display import Display
 
 display = Display()
 _CAUSE = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception): ")
+# A progress line at least this often while the phase stays the same.
+_PROGRESS_EVERY_S = 30
+
+# vLLM's startup, from its own messages (vLLM 0.33 source; the module is
+# named after each pattern). The last journal line that matches one says
+# where the start is. tqdm bars (shards, CUDA graphs) refresh with "\r".
+_SHARDS = re.compile(
+    r"(?:Loading (?:safetensors|np_cache|pt) checkpoint shards(?: \(eager\))?|Multi-thread loading shards"
+    r"|Loading safetensors using [A-Za-z ]+?):\s+\d+% Completed \| (\d+)/(\d+) ")
+_PHASES: tuple[tuple[re.Pattern, str], ...] = (
+    # v1/worker/gpu_model_runner.py and cpu_model_runner.py; v1/worker/gpu/model_runner.py
+    (re.compile(r"Starting to load model (\S+?)\.\.\.|Loading model from scratch\.\.\."), "loading the model"),
+    # model_executor/model_loader/weight_utils.py (_BAR_FORMAT)
+    (_SHARDS, "loading shards {0}/{1}"),
+    # model_executor/model_loader/default_loader.py
+    (re.compile(r"Loading weights took ([\d.]+) seconds"), "weights loaded in {0} s"),
+    # v1/worker/gpu_model_runner.py
+    (re.compile(r"Model loading took ([\d.]+) GiB memory and ([\d.]+) seconds"),
+     "model loaded ({0} GiB per GPU)"),
+    # compilation/monitor.py, compilation/backends.py
+    (re.compile(r"Starting torch\.compile"), "compiling (torch.compile)"),
+    (re.compile(r"Dynamo bytecode transform time: ([\d.]+) s"), "compiling (torch.compile, graphs traced)"),
+    (re.compile(r"Compiling a graph for compile range (\(\d+, \d+\)) takes ([\d.]+) s"),
+     "compiling (torch.compile, range {0} done)"),
+    (re.compile(r"torch\.compile took ([\d.]+) s in total"), "compiled in {0} s"),
+    # v1/worker/cpu_model_runner.py
+    (re.compile(r"Warming up model for the compilation"), "warming up (compiling)"),
+    # v1/worker/gpu_worker.py, v1/core/kv_cache_utils.py
+    (re.compile(r"Available KV cache memory: ([\d.]+) GiB"), "memory profiled ({0} GiB for the KV cache)"),
+    (re.compile(r"KV cache size: ([\d,]+) tokens"), "KV cache allocated ({0} tokens)"),
+    # v1/worker/gpu_model_runner.py, v1/worker/gpu/cudagraph_utils.py (tqdm's default bar)
+    (re.compile(r"Profiling CUDA graph memory"), "capturing CUDA graphs"),
+    (re.compile(r"Capturing CUDA graphs \(([^)]*)\):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)"),
+     "capturing CUDA graphs ({0}) {1}/{2}"),
+    (re.compile(r"Graph capturing finished in (\d+) secs"), "CUDA graphs captured in {0} s"),
+    # v1/engine/core.py
+    (re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s"),
+     "engine ready after {0} s, starting the API server"),
+    # entrypoints/launchers/api_server/entry.py
+    (re.compile(r"Starting vLLM server on (\S+)"), "API server starting on {0}"),
+)
+
+
+def journal_phase(lines: list[str]) -> str | None:
+    """What vLLM is doing, from the last of `lines` (journal messages, oldest
+    first) that names a startup phase; None when none does."""
+    for line in reversed(lines):
+        # A tqdm bar redrawn with "\r" arrives as one line: its last frame counts.
+        for frame in reversed(line.split("\r")):
+            for pattern, template in _PHASES:
+                found = pattern.search(frame)
+                if found:
+                    return template.format(*found.groups())
+    return None
 
 
 class ActionModule(ActionBase):
@@ -32,13 +88,29 @@ class ActionModule(ActionBase):
 
     def _unit_state(self, unit: str, task_vars: dict) -> dict:
         res = self._run("ansible.builtin.command",
-                        {"argv": ["systemctl", "show", unit, "--property=ActiveState,SubState,NRestarts,MainPID"]},
+                        {"argv": ["systemctl", "show", unit,
+                                  "--property=ActiveState,SubState,NRestarts,MainPID,InvocationID"]},
                         task_vars)
         state = {}
         for line in res.get("stdout", "").splitlines():
             key, _, value = line.partition("=")
             state[key] = value
         return state
+
+    def _journal_since(self, unit: str, invocation: str, cursor: str | None,
+                       task_vars: dict) -> tuple[list[str], str | None]:
+        """The messages of this start of `unit` after `cursor` (the last 400
+        on the first read) and the cursor to read on from."""
+        # This start only (a previous start's lines would give a stale phase).
+        match = f"_SYSTEMD_INVOCATION_ID={invocation}" if invocation else f"--unit={unit}"
+        # --all: a tqdm frame's "\r" would otherwise turn the line into "[blob data]".
+        argv = ["journalctl", match, "--all", "--no-pager", "-o", "cat", "--show-cursor"]
+        argv += [f"--after-cursor={cursor}"] if cursor else ["-n", "400"]
+        res = self._run("ansible.builtin.command", {"argv": argv}, task_vars)
+        lines = res.get("stdout_lines", []) or []
+        if lines and lines[-1].startswith("-- cursor: "):
+            cursor = lines.pop()[len("-- cursor: "):]
+        return lines, cursor
 
     def _journal(self, unit: str, lines: int, task_vars: dict) -> list[str]:
         res = self._run("ansible.builtin.command",
@@ -63,6 +135,7 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         initial = self._unit_state(unit, task_vars) if unit else {}
         attempt = 0
+        phase, cursor, invocation, shown, shown_at = None, None, None, None, 0.0
         while True:
             attempt += 1
             probe = self._run("ansible.builtin.uri", {"url": url, "status_code": [200], "timeout": 5}, task_vars)
@@ -88,9 +161,18 @@ class ActionModule(ActionBase):
                                       f"while waiting for {url}", unit, lines, task_vars)
             if elapsed >= timeout:
                 return self._fail(result, f"{name}: {url} not healthy on {delegated} after {elapsed:.0f} s "
-                                  f"({attempt} attempts, last: {reason})", unit, lines, task_vars)
-            display.display(f"  {name} on {delegated}: attempt {attempt}, {elapsed:.0f} s elapsed, "
-                            f"not ready ({str(reason)[:80]})")
+                                  f"({attempt} attempts, last: {reason}"
+                                  + (f"; vLLM was {phase})" if phase else ")"), unit, lines, task_vars)
+            if unit:
+                if state.get("InvocationID") != invocation:
+                    # The (no-block) restart took effect: read the new start from its beginning.
+                    invocation, phase, cursor = state.get("InvocationID"), None, None
+                new_lines, cursor = self._journal_since(unit, invocation or "", cursor, task_vars)
+                phase = journal_phase(new_lines) or phase
+            status = phase or f"not ready ({str(reason)[:80]})"
+            if status != shown or elapsed - shown_at >= _PROGRESS_EVERY_S:
+                display.display(f"  {name} on {delegated}: {status}, {elapsed:.0f} s elapsed")
+                shown, shown_at = status, elapsed
             time.sleep(interval)
 
     def _fail(self, result, msg, unit, lines, task_vars):

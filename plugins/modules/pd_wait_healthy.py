@@ -15,10 +15,14 @@ module: pd_wait_healthy
 short_description: Wait for a vLLM instance or router to become healthy, printing progress
 version_added: "1.0.0"
 description:
-  - Polls O(url) from the target node until it answers HTTP 200. Between attempts it prints the
-    instance name, the attempt number and the elapsed time. When O(unit) is given, the unit's
-    state is read on each attempt; a failed or restarted unit ends the wait at once, and any
-    failure shows the unit's last journal lines and the last exception message among them.
+  - Polls O(url) from the target node until it answers HTTP 200. When O(unit) is given, the
+    unit's state and new journal lines of its current start are read on each attempt, and a
+    progress line names vLLM's startup phase from its own log messages (loading the model,
+    loading shards k/n, compiling, memory profiled, capturing CUDA graphs k/n, engine ready,
+    API server starting) whenever it changes and at least every 30 s; without a unit, or
+    before vLLM logs a phase, the line gives the probe's last answer.
+  - A failed or restarted unit ends the wait at once, and any failure shows the unit's last
+    journal lines, the last exception message among them and the last phase seen.
   - Runs as an action plugin on the controller; the probes run on the target node, so the URL
     need not be reachable from the controller.
   - Skipped in check mode.
