@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_render_gb200_writes_plan_and_prints_table(gb200_render):
     plan = json.loads((out / "plan.json").read_text())
     for key in ("vllm_version", "connector", "instances", "router"):
         assert key in plan
-    assert plan["vllm_version"] == "0.33.0" and plan["connector"] == "NixlConnector"
+    assert plan["vllm_version"] == "0.34.0" and plan["connector"] == "NixlConnector"
     instance = plan["instances"][0]
     for key in ("name", "role", "kv_rank", "kv_parallel_size", "url", "nodes"):
         assert key in instance
@@ -44,7 +45,7 @@ def test_render_gb200_writes_plan_and_prints_table(gb200_render):
         assert key in instance["nodes"][0]
     assert isinstance(plan["router"]["args"], list)
     # The table is in the output, one line per node.
-    assert "prefill-3  prefill  3/5      gb200-tray-02" in result.stdout
+    assert "prefill-1  prefill  1/3      gb200-tray-02" in result.stdout
     assert "headless, dp start rank 4" in result.stdout
 
 
@@ -66,7 +67,7 @@ def test_render_gb200_writes_every_hosts_units_from_the_plan(gb200_render):
             root = out / node["host"]
             unit = (root / "etc/systemd/system" / f"{instance['unit']}.service").read_text()
             # ExecStart is exactly vllm serve MODEL + the plan's argument list.
-            assert _exec_argv(unit) == ["/opt/vllm/0.33.0/bin/vllm", "serve", node["model"], *node["serve_args"]]
+            assert _exec_argv(unit) == ["/opt/vllm/0.34.0/bin/vllm", "serve", node["model"], *node["serve_args"]]
             assert "After=network-online.target nvidia-imex.service" in unit
             assert "LimitMEMLOCK=infinity" in unit and "User=vllm" in unit
             env = (root / "etc/vllm" / f"{instance['unit']}.env").read_text()
@@ -75,7 +76,7 @@ def test_render_gb200_writes_every_hosts_units_from_the_plan(gb200_render):
     # The follower of the 8-GPU decode instance is headless; no stray units.
     assert "--headless" in (out / "gb200-tray-04/etc/systemd/system/vllm-decode-0.service").read_text()
     assert sorted(p.name for p in (out / "gb200-tray-01/etc/systemd/system").iterdir()) == [
-        "dcgm-exporter.service", "vllm-prefill-0.service", "vllm-prefill-1.service"]
+        "dcgm-exporter.service", "vllm-prefill-0.service"]
     router = (out / "cpu-ctl-01/etc/systemd/system/vllm-router.service").read_text()
     assert _exec_argv(router)[1:-2] == plan["router"]["args"]
     assert not (out / "cpu-ctl-01/etc/vllm-router").exists(), "the router env file may hold a key: never rendered"
@@ -93,7 +94,7 @@ def test_render_gb200_shows_the_monitoring_the_cluster_gets(gb200_render, promto
     dcgm = json.loads((etc / "file_sd/dcgm.json").read_text())
     assert [e["targets"][0] for e in dcgm] == [f"10.20.0.{n}:9400" for n in (11, 12, 13, 14)]
     decode = json.loads((etc / "file_sd/vllm-decode.json").read_text())
-    assert decode[0]["labels"] == {"pool": "decode", "instance": "decode-0", "kv_rank": "4",
+    assert decode[0]["labels"] == {"pool": "decode", "instance": "decode-0", "kv_rank": "2",
                                    "host": "gb200-tray-03", "gpus": "8"}
     assert sorted(p.name for p in (etc / "pd-rules").iterdir()) == ["pd-alerts.yml", "pd-plan.yml", "pd-recording.yml"]
     for path in (etc / "pd-rules").iterdir():
@@ -170,6 +171,8 @@ def test_render_writes_exactly_the_files_each_host_gets_with_their_modes(gb200_r
         "etc/systemd/system/vllm-router.service": 0o644,
         "etc/systemd/system/prometheus.service": 0o644,
         "etc/prometheus/prometheus.yml": 0o644,
+        "etc/systemd/system/prometheus-alertmanager.service": 0o644,
+        "etc/prometheus/pd-alertmanager.yml": 0o640,  # may hold the receiver's token
         **{f"etc/prometheus/file_sd/{job}.json": 0o644
            for job in ("vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus")},
         **{f"etc/prometheus/pd-rules/{name}": 0o644 for name in ("pd-alerts.yml", "pd-plan.yml", "pd-recording.yml")},
@@ -179,11 +182,17 @@ def test_render_writes_exactly_the_files_each_host_gets_with_their_modes(gb200_r
 
 
 def test_render_writes_each_roles_files_in_one_action(gb200_render):
-    """Bulk rendering: one pd_files action per role and host, never a module run per file."""
+    """Bulk rendering: one pd_files task for every host of a role (side by side, one action per
+    host), never a module run per file nor an include per host."""
     _, result = gb200_render
     tasks = result.stdout.split("TASKS RECAP")[0]
-    assert tasks.count("TASK [vllm_worker : Write the env files and units under") == 4
-    assert tasks.count("TASK [vllm_worker : ") == 4
+    assert tasks.count("TASK [vllm_worker : Write the env files and units under") == 1
+    assert tasks.count("TASK [vllm_worker : ") == 1
+    worker_task = tasks.split("TASK [vllm_worker : Write the env files and units under")[1].split("TASK [")[0]
+    assert sorted(re.findall(r"^(?:changed|ok): \[([^\]]+)\]", worker_task, re.M)) == [
+        f"gb200-tray-0{i}" for i in range(4)]
+    # Rendering installs nothing on the controller (the unit validator is the hosts').
+    assert "TASK [pd_systemd" not in tasks
     for per_file in ("Render the env files", "Render the units", "Write the dashboards"):
         assert f"TASK [{per_file}" not in tasks
 
@@ -237,10 +246,10 @@ def _broken_inventory(tmp_path: Path, relative: str, edit) -> Path:
 
 
 BROKEN = {
-    "parallelism": ("group_vars/prefill.yml", lambda d: d["pd_pool"].update(data_parallel_size=4),
-                    "data_parallel_size 4 = 4 GPUs, but gpus_per_instance is 2"),
+    "parallelism": ("group_vars/prefill.yml", lambda d: d["pd_pool"].update(data_parallel_size=2),
+                    "data_parallel_size 2 = 2 GPUs, but gpus_per_instance is 4"),
     "legacy connector": ("group_vars/all/vllm.yml", lambda d: d.update(pd_kv_connector="P2pNcclConnector"),
-                         "P2pNcclConnector is not accepted by vLLM 0.33.0"),
+                         "P2pNcclConnector is not accepted by vLLM 0.34.0"),
     "address outside network": ("hosts.yml",
                                 lambda d: d["all"]["children"]["decode"]["hosts"]["gb200-tray-04"].update(
                                     pd_address="172.31.9.9"),
@@ -303,4 +312,5 @@ def test_plan_and_render_playbooks_never_connect_to_a_host():
             roles = [r["role"] if isinstance(r, dict) else r for r in play.get("roles", [])]
             assert set(roles) <= {"pd_plan"}, name
             if name == "render.yml":
-                assert play["hosts"] == "localhost" and play["connection"] == "local"
+                # The plan on localhost, then the files of the rendered hosts, written on the controller.
+                assert play["hosts"] in ("localhost", "pd_render") and play["connection"] == "local"
