@@ -14,9 +14,11 @@ render.yml writes a host's files in one action.
 from __future__ import annotations
 
 import os
+import pwd
 import tempfile
+import time
 
-from ansible._internal._templating import _template_vars  # what the template action adds (ansible_managed)
+from ansible import constants
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.action import ActionBase
@@ -40,6 +42,20 @@ def _check(spec: object, index: int) -> dict:
     if not spec.get("mode"):
         raise AnsibleActionFail(f"pd_files: {dest}: mode is required")
     return spec
+
+
+def _ansible_managed(path: str, source: str) -> str:
+    """The `ansible_managed` string the template action gives the same template (the configured
+    DEFAULT_MANAGED_STR, its fields filled in, strftime on the template's mtime), inlined as
+    ansible-core asks of plugins instead of its internal helper."""
+    managed = constants.config.get_config_value("DEFAULT_MANAGED_STR")
+    stat = os.stat(source)
+    try:
+        uid = pwd.getpwuid(stat.st_uid).pw_name
+    except KeyError:
+        uid = str(stat.st_uid)
+    text = managed.format(host=os.uname()[1], uid=uid, file=path)
+    return time.strftime(text, time.localtime(stat.st_mtime))
 
 
 class ActionModule(ActionBase):
@@ -76,9 +92,7 @@ class ActionModule(ActionBase):
         source = self._find_needle("templates", spec["template"])
         searchpath = [os.path.dirname(source), self._loader.get_basedir()]
         variables = {**task_vars, **(spec.get("vars") or {})}
-        variables.update(_template_vars.generate_ansible_template_vars(
-            path=spec["template"], fullpath=source, dest_path=spec["dest"],
-            include_ansible_managed="ansible_managed" not in variables))
+        variables.setdefault("ansible_managed", _ansible_managed(spec["template"], source))
         templar = self._templar.copy_with_new_env(searchpath=searchpath, available_variables=variables)
         data = trust_as_template(self._loader.get_text_file_contents(source))
         return to_text(templar.template(data, escape_backslashes=False) or "")
