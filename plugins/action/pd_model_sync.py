@@ -38,7 +38,7 @@ def progress_line(name: str, host: str, status: dict, elapsed: float) -> str:
     """One line: what the sync does, bytes done of total, the current file."""
     done, total = status.get("bytes_done") or 0, status.get("bytes_total")
     share = f" ({100 * done / total:.0f}%)" if total else ""
-    files = (f", file {status.get('files_done', 0)}/{status['files_total']}"
+    files = (f", {status.get('files_done', 0)}/{status['files_total']} files done"
              if status.get("files_total") else "")
     current = f", {status['current']}" if status.get("current") else ""
     minutes, seconds = divmod(int(elapsed), 60)
