@@ -12,6 +12,6 @@ node imports it.
 
 from .build import build_plan
 from .errors import PlanError
-from .table import plan_table
+from .table import plan_summary, plan_table
 
-__all__ = ["PlanError", "build_plan", "plan_table"]
+__all__ = ["PlanError", "build_plan", "plan_summary", "plan_table"]

@@ -37,6 +37,7 @@ SCHEMA_VERSION = 1
 
 def validated_cluster(spec: dict, warnings: list) -> Cluster:
     """Every input checked and normalized, in the order errors are reported."""
+    validate.check_settings(spec)
     version, connector, connector_info = check_version_and_connector(spec, warnings)
     groups = validate.check_groups(spec)
     network = cluster_network(spec.get("cluster_cidr"))
@@ -46,6 +47,7 @@ def validated_cluster(spec: dict, warnings: list) -> Cluster:
     all_hosts = list(dict.fromkeys(h for g in ("prefill", "decode", "router", "monitoring") for h in groups[g]))
     hosts = validate.check_hosts(spec.get("hosts"), all_hosts)
     addresses = {h: pick_address(h, hosts[h], network) for h in all_hosts}
+    validate.check_cluster_wide(spec, groups, router, addresses, network)
     vllm = {
         "version": str(spec["vllm_version"]),
         "install_root": validate.check_install_root(spec.get("vllm_install_root")),

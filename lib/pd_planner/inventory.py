@@ -7,7 +7,8 @@ reader over hostvars, tests pass a dict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Mapping
 
 from .errors import PlanError
 
@@ -47,6 +48,65 @@ ROLE_GROUPS = ("prefill", "decode", "router", "monitoring")
 # then they can be deleted from the inventory.
 RETIRED_GROUP = "retired"
 
+# Refuse a public cluster network unless this is true (the pd_plan role's
+# variable; read from the inventory or -e like the others).
+ALLOW_PUBLIC_VARIABLE = "pd_plan_allow_public_network"
+# Vault variables of features; the planner only learns whether they are set.
+SECRET_VARIABLES = ("pd_router_api_key", "pd_hf_token", "pd_grafana_admin_password")
+ROUTER_API_KEY_MIN_LENGTH = 16
+# pd_* names that are not planner inputs but may legitimately be in an
+# inventory or in hostvars: the plan fact, role and playbook variables.
+# tests/unit/test_bad_input.py keeps this in step with roles and playbooks.
+OTHER_VARIABLES = (
+    "pd_plan", "pd_plan_show", "pd_plan_refresh", ALLOW_PUBLIC_VARIABLE,
+    "pd_systemd_verify_unit", "pd_systemd_worker_gate",
+    "pd_run_lock_file", "pd_run_lock_stale_after",
+    "pd_venv_path", "pd_venv_steps", "pd_venv_version", "pd_venv_version_code", "pd_venv_mark",
+    "pd_venv_python", "pd_venv_wheelhouse", "pd_venv_index_url", "pd_venv_extra_index_urls",
+    "pd_venv_environment",
+)
+
+
+def known_variables() -> tuple[str, ...]:
+    """Every pd_* variable name an inventory may set."""
+    planner = [*CLUSTER_VARIABLES, *(v for v in HOST_VARIABLES if v.startswith("pd_")), POOL_VARIABLE]
+    return tuple(sorted({*planner, *SECRET_VARIABLES, *OTHER_VARIABLES}))
+
+
+def check_variable_names(hosts: list[str], names: Callable) -> None:
+    """Refuse pd_* variables this toolkit does not know (a typo would
+    otherwise be silently ignored), with the closest known name."""
+    known = set(known_variables())
+    unknown: dict[str, str] = {}
+    for host in hosts:
+        for name in names(host):
+            if str(name).startswith("pd_") and name not in known:
+                unknown.setdefault(str(name), host)
+    if not unknown:
+        return
+    parts = []
+    for name, host in sorted(unknown.items()):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        parts.append(f"{name}{hint} on host {host}")
+    raise PlanError(
+        f"unknown variable(s): {'; '.join(parts)}. A misspelled variable would be ignored, so it is refused; "
+        f"valid pd_* variables: {', '.join(sorted(known))} (docs/variables.md)"
+    )
+
+
+def _secret_status(hosts: list[str], read: Callable, variable: str, minimum: int) -> str:
+    """"ok", "missing" or "short" for a secret on these hosts; the value
+    itself never leaves this function."""
+    status = "ok" if hosts else "missing"
+    for host in hosts:
+        value = read(host, variable)
+        if value is None or value == "":
+            return "missing"
+        if len(str(value)) < minimum:
+            status = "short"
+    return status
+
 
 def _one_value(variable: str, hosts: list[str], read: Callable, scope: str):
     first_host, first = None, None
@@ -79,9 +139,23 @@ def spec_from_inventory(groups: dict, read: Callable) -> dict:
         raise PlanError(
             "the inventory has no hosts in the groups prefill, decode, router or monitoring"
         )
+    names = getattr(read, "names", None)
+    if names is not None:
+        check_variable_names(list(dict.fromkeys([*hosts, *retired])), names)
     spec: dict = {"groups": groups, "pools": {}, "hosts": {}}
     for variable, key in CLUSTER_VARIABLES.items():
         spec[key] = _one_value(variable, hosts, read, "cluster-wide")
+    allow = _one_value(ALLOW_PUBLIC_VARIABLE, hosts, read, "cluster-wide")
+    if allow not in (None, True, False):
+        raise PlanError(f"{ALLOW_PUBLIC_VARIABLE} is {allow!r}; expected true or false")
+    spec["allow_public_network"] = allow is True
+    # Secrets enabled features need, judged here so the plan fails before
+    # any host changes; only a status enters the spec, never the value.
+    router = spec.get("router")
+    spec["secrets"] = {}
+    if isinstance(router, Mapping) and router.get("api_key_enabled") is True:
+        spec["secrets"]["pd_router_api_key"] = _secret_status(
+            groups["router"], read, "pd_router_api_key", ROUTER_API_KEY_MIN_LENGTH)
     for variable in REQUIRED:
         if spec[CLUSTER_VARIABLES[variable]] in (None, "", {}):
             raise PlanError(f"{variable} is not set; define it in group_vars/all")

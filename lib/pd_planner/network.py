@@ -1,4 +1,11 @@
-"""Choosing each host's address inside the cluster network, with netaddr."""
+"""Choosing each host's address inside the cluster network, with netaddr.
+
+IPv4 only. IPv6 is refused with a clear message rather than half supported:
+every URL the plan writes (worker and router URLs, scrape targets, the NIXL
+side channel, the data-parallel master address, IMEX node lists) would need
+brackets, and vLLM's --host, vllm-router's worker URLs and the lab's podman
+network have never been exercised with IPv6 here.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,44 @@ def cluster_network(cidr: object):
         network = netaddr.IPNetwork(str(cidr))
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise PlanError(f"pd_cluster_cidr {cidr!r} is not a network in CIDR form ({exc})") from exc
+    if network.version != 4:
+        raise PlanError(
+            f"pd_cluster_cidr {cidr!r} is an IPv6 network; the planner lays out IPv4 cluster networks only "
+            "(an IPv4 CIDR such as '10.20.0.0/22')"
+        )
     return network
+
+
+# Networks that are not reachable from the internet: RFC 1918 private
+# ranges and RFC 6598 shared address space (carrier-grade NAT).
+PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+
+
+def check_private(network, allowed: bool) -> None:
+    """Refuse a cluster network with publicly routable addresses unless
+    `allowed` (pd_plan_allow_public_network): workers' HTTP, NIXL and DP ports
+    have no authentication of their own."""
+    if allowed or any(network in netaddr.IPNetwork(private) for private in PRIVATE_NETWORKS):
+        return
+    raise PlanError(
+        f"pd_cluster_cidr {network} is not a private network; workers' HTTP, NIXL and data-parallel ports "
+        f"are open to it unauthenticated. Use a network inside {', '.join(PRIVATE_NETWORKS)}, "
+        "or set pd_plan_allow_public_network: true if it is firewalled from the internet"
+    )
+
+
+def check_unique(addresses: dict) -> None:
+    """Every host its own cluster address (URLs, scrape targets and IMEX
+    node lists would otherwise point two hosts at one machine)."""
+    seen: dict[str, str] = {}
+    for host, address in addresses.items():
+        if address in seen:
+            raise PlanError(
+                f"hosts {seen[address]} and {host} both have the cluster address {address} "
+                "(pd_address, else ansible_host or facts); every host needs its own address in pd_cluster_cidr: "
+                f"set a distinct pd_address for {host}"
+            )
+        seen[address] = host
 
 
 def _as_ip(text: object):
@@ -52,7 +96,11 @@ def pick_address(host: str, spec: dict, network) -> str:
     if explicit:
         ip = _as_ip(explicit)
         if ip is None:
-            raise PlanError(f"host {host}: pd_address {explicit!r} is not an IP address")
+            raise PlanError(f"host {host}: pd_address {explicit!r} is not an IP address; expected an IPv4 "
+                            f"address inside pd_cluster_cidr {network}")
+        if ip.version != 4:
+            raise PlanError(f"host {host}: pd_address {explicit} is IPv6; the planner lays out IPv4 only: "
+                            f"give an IPv4 address inside pd_cluster_cidr {network}")
         if not _usable(ip, network):
             raise PlanError(
                 f"host {host}: pd_address {explicit} is not a host address inside "

@@ -13,14 +13,17 @@ import re
 from . import catalog
 from .cluster import POOLS
 from .errors import PlanError
+from .inventory import CLUSTER_VARIABLES, HOST_VARIABLES, ROUTER_API_KEY_MIN_LENGTH
+from .network import check_private, check_unique
 from .schema import (
+    ENV_MAP,
     HOST_OPTIONS,
     MODEL_OPTIONS,
     MONITORING_OPTIONS,
-    OFFLOAD_BACKENDS,
-    OFFLOAD_OPTIONS,
     POOL_OPTIONS,
     ROUTER_OPTIONS,
+    SPEC_OPTIONS,
+    check_value,
     normalize,
 )
 from .vllm_args import check_kv_transfer_fields
@@ -91,8 +94,9 @@ def check_flag_map(flags: dict, variable: str, reserved: frozenset) -> None:
 def check_pool(pool_name: str, raw: object, version: tuple, connector: str, model_profile: dict | None,
                warnings: list) -> dict:
     """The pool's pd_pool, normalized and checked; a new dict."""
-    pool = normalize(raw, POOL_OPTIONS, f"pd_pool ({pool_name})")
     var = f"pd_pool ({pool_name})"
+    release = ".".join(str(part) for part in version)
+    pool = normalize(raw, POOL_OPTIONS, var, context={"vllm_version": release})
     if pool["gpus_per_instance"] is None:
         raise PlanError(f"{var}.gpus_per_instance is not set; it is the GPU count of one {pool_name} instance")
     for key in ("gpus_per_instance", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
@@ -107,15 +111,7 @@ def check_pool(pool_name: str, raw: object, version: tuple, connector: str, mode
             f"= {tp * pp * dp} GPUs, but gpus_per_instance is {pool['gpus_per_instance']}; "
             "the three must multiply out to gpus_per_instance"
         )
-    role = pool["kv_role"] or DEFAULT_KV_ROLES[pool_name]
-    if role not in catalog.KV_ROLES:
-        raise PlanError(f"{var}.kv_role {role!r} is not valid; valid: {', '.join(catalog.KV_ROLES)}")
-    pool["kv_role"] = role
-    if pool["kv_buffer_device"] is not None and pool["kv_buffer_device"] not in catalog.KV_BUFFER_DEVICES:
-        raise PlanError(
-            f"{var}.kv_buffer_device {pool['kv_buffer_device']!r} is not valid; "
-            f"valid: {', '.join(catalog.KV_BUFFER_DEVICES)}"
-        )
+    pool["kv_role"] = pool["kv_role"] or DEFAULT_KV_ROLES[pool_name]
     if pool["enable_eplb"]:
         if not pool["expert_parallel"]:
             raise PlanError(
@@ -134,10 +130,15 @@ def check_pool(pool_name: str, raw: object, version: tuple, connector: str, mode
             f"{var}: enable_dbo needs all2all_backend in {', '.join(catalog.DBO_ALL2ALL_BACKENDS)} "
             f"(got {pool['all2all_backend']!r}); vLLM asserts this when the engine starts"
         )
+    if pool["expert_parallel"] and model_profile is not None and not model_profile.get("routed_experts"):
+        warnings.append(
+            f"{var}.expert_parallel is true but pd_model.profile {model_profile['name']} is a dense model "
+            "(no routed experts), so expert parallelism has nothing to spread; set expert_parallel: false"
+        )
     if pool["all2all_backend"] and not pool["expert_parallel"]:
         warnings.append(f"{var}: all2all_backend {pool['all2all_backend']} has no effect without expert_parallel")
     sizes = pool["cudagraph_capture_sizes"]
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+    if any(s < 1 for s in sizes):
         raise PlanError(f"{var}.cudagraph_capture_sizes must be positive integers, got {sizes!r}")
     if sizes and pool["max_cudagraph_capture_size"] and max(sizes) != pool["max_cudagraph_capture_size"]:
         raise PlanError(
@@ -150,18 +151,12 @@ def check_pool(pool_name: str, raw: object, version: tuple, connector: str, mode
     if util is not None and not 0 < util <= 1:
         raise PlanError(f"{var}.gpu_memory_utilization is {util}; it must be in (0, 1]")
     parse_len(pool["max_model_len"], f"{var}.max_model_len")
-    offload = normalize(pool["offload"], OFFLOAD_OPTIONS, f"{var}.offload")
-    if offload["offload_backend"] is not None and offload["offload_backend"] not in OFFLOAD_BACKENDS:
-        raise PlanError(
-            f"{var}.offload.offload_backend {offload['offload_backend']!r} is not valid; "
-            f"valid: {', '.join(OFFLOAD_BACKENDS)}"
-        )
+    offload = pool["offload"]
     group, in_group = offload["offload_group_size"], offload["offload_num_in_group"]
     if group is not None and in_group is not None and in_group > group:
         raise PlanError(
             f"{var}.offload: offload_num_in_group {in_group} must be <= offload_group_size {group}"
         )
-    pool["offload"] = offload
     if model_profile and model_profile.get("quantization") and pool["quantization"] not in (
         None, model_profile["quantization"],
     ):
@@ -256,24 +251,104 @@ def check_model(raw: object) -> tuple[dict, dict | None]:
 
 def check_router(raw: object) -> dict:
     router = normalize(raw, ROUTER_OPTIONS, "pd_router")
-    for key in ("policy", "prefill_policy", "decode_policy"):
-        if router[key] not in catalog.ROUTER_POLICIES:
-            raise PlanError(
-                f"pd_router.{key} {router[key]!r} is not a vllm-router policy; "
-                f"valid: {', '.join(catalog.ROUTER_POLICIES)}"
-            )
     check_flag_map(router["extra_args"], "pd_router.extra_args", ROUTER_FLAGS)
     return router
 
 
 def check_hosts(raw: object, hosts: list[str]) -> dict:
     raw = raw or {}
-    return {h: normalize(raw.get(h), HOST_OPTIONS, f"host {h}") for h in hosts}
+    names = {key: variable for variable, key in HOST_VARIABLES.items()}
+    return {h: normalize(raw.get(h), HOST_OPTIONS, f"host {h}:", names=names) for h in hosts}
 
 
 def check_worker_env(raw: object) -> dict:
-    env = dict(raw or {})
+    env = check_value(raw or {}, ENV_MAP, "pd_worker_env")
     for key in env:
         if key in PLANNER_ENV:
             raise PlanError(f"pd_worker_env sets {key}, which the planner computes per node; remove it")
     return env
+
+
+def check_settings(spec: dict) -> None:
+    """Types of the cluster-wide scalar settings, before anything reads them."""
+    names = {key: variable for variable, key in CLUSTER_VARIABLES.items()}
+    for key, (spec_type, _default, _meaning) in SPEC_OPTIONS.items():
+        check_value(spec.get(key), spec_type, names[key])
+    if not isinstance(spec.get("pools") or {}, dict):
+        raise PlanError("pd_pool must be set per pool group (group_vars/prefill.yml, group_vars/decode.yml)")
+    shared = spec.get("kv_shared_storage_path")
+    if shared is not None and not shared.startswith("/"):
+        raise PlanError(f"pd_kv_shared_storage_path is {shared!r}; expected an absolute directory such as /mnt/kv")
+
+
+# Secrets an enabled feature needs, as the inventory reader reports them
+# (spec["secrets"]: variable -> "ok", "missing" or "short"; never the value).
+ROUTER_API_KEY_VARIABLE = "pd_router_api_key"
+# An absolute URL path: RFC 3986 path characters, no query or fragment.
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def check_router_values(router: dict, routers: list[str]) -> None:
+    """pd_router's numbers, bind address and endpoint path, as vllm-router
+    would need them (it only finds out when it starts, after the workers)."""
+    for key, value in router.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if key.endswith("port"):
+            if not 1 <= value <= 65535:
+                raise PlanError(f"pd_router.{key} is {value}; valid: a port number 1-65535")
+        elif key.endswith(("_secs", "_interval", "_threshold")):
+            if value < 1:
+                raise PlanError(f"pd_router.{key} is {value}; valid: a whole number, at least 1")
+        elif value < 0:
+            raise PlanError(f"pd_router.{key} is {value}; valid: 0 or more")
+    interval, timeout = router.get("worker_startup_check_interval"), router.get("worker_startup_timeout_secs")
+    if interval is not None and timeout is not None and interval > timeout:
+        raise PlanError(
+            f"pd_router.worker_startup_check_interval {interval} is longer than "
+            f"pd_router.worker_startup_timeout_secs {timeout}; valid: an interval at most the timeout"
+        )
+    endpoint = router["health_check_endpoint"]
+    if not _URL_PATH.fullmatch(endpoint):
+        raise PlanError(
+            f"pd_router.health_check_endpoint is {endpoint!r}; valid: an absolute URL path such as /health "
+            "(starting with /, no spaces, query or fragment)"
+        )
+    bind = router["bind_address"]
+    if bind is None:
+        return
+    parts = bind.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) <= 255 and str(int(p)) == p for p in parts):
+        raise PlanError(
+            f"pd_router.bind_address is {bind!r}; valid: an IPv4 address of the router host, 0.0.0.0 for "
+            "every interface, or unset for its cluster address (IPv6 and host names are not accepted)"
+        )
+    if bind != "0.0.0.0" and len(routers) > 1:
+        raise PlanError(
+            f"pd_router.bind_address {bind} is one address but the router group has {len(routers)} hosts "
+            f"({', '.join(routers)}); valid with several routers: 0.0.0.0 or unset (each its cluster address)"
+        )
+
+
+def check_secrets(spec: dict, router: dict) -> None:
+    """A feature that needs a vault secret fails here, not after workers changed.
+    Callers that pass no `secrets` (library use without an inventory) skip this."""
+    secrets = spec.get("secrets")
+    if secrets is None or not router["api_key_enabled"]:
+        return
+    status = secrets.get(ROUTER_API_KEY_VARIABLE, "missing")
+    if status != "ok":
+        problem = "is not set" if status == "missing" else f"is shorter than {ROUTER_API_KEY_MIN_LENGTH} characters"
+        raise PlanError(
+            f"pd_router.api_key_enabled is true but the vault variable {ROUTER_API_KEY_VARIABLE} {problem}; "
+            f"valid: a key of {ROUTER_API_KEY_MIN_LENGTH}+ characters in the vault "
+            "(ansible-vault encrypt_string), or api_key_enabled: false"
+        )
+
+
+def check_cluster_wide(spec: dict, groups: dict, router: dict, addresses: dict, network) -> None:
+    """Rules across hosts and settings, once every host has its address."""
+    check_unique(addresses)
+    check_private(network, spec.get("allow_public_network") is True)
+    check_router_values(router, groups["router"])
+    check_secrets(spec, router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
 from pd_planner import PlanError, build_plan
 from pd_planner.inventory import spec_from_inventory
 from pd_planner.values import plain as _plain
@@ -18,6 +19,7 @@ description:
     router args; scrape targets; IMEX domains).
   - Deterministic and pure; bad input fails with a message naming the
     group, host or variable and what would be valid.
+  - Each of the plan's warnings is shown as an Ansible warning.
 options:
   _input:
     description: The C(groups) magic variable.
@@ -27,6 +29,14 @@ options:
     description: The C(hostvars) magic variable.
     type: dict
     required: true
+  errors:
+    description:
+      - C(strict) fails the task on bad input; C(return) returns
+        C({error: message}) instead, so the pd_plan role can print the
+        message once and stop.
+    type: str
+    default: strict
+    choices: [strict, return]
 """
 
 EXAMPLES = r"""
@@ -58,13 +68,25 @@ class _HostvarsReader:
             return _plain(facts.get("all_ipv4_addresses") or [])
         return _plain(host_vars.get(name))
 
+    def names(self, host: str) -> list[str]:
+        """Every variable name the host has (the planner refuses unknown pd_* ones)."""
+        try:
+            return [str(name) for name in self._hostvars[host]]
+        except KeyError:
+            return []
 
-def pd_plan(groups, hostvars):
+
+def pd_plan(groups, hostvars, errors="strict"):
     try:
         spec = spec_from_inventory(_plain(groups), _HostvarsReader(hostvars))
-        return build_plan(spec)
+        plan = build_plan(spec)
     except PlanError as exc:
+        if errors == "return":
+            return {"error": str(exc)}
         raise AnsibleFilterError(f"pd_plan: {exc}") from None
+    for warning in plan["warnings"]:
+        Display().warning(f"pd_plan: {warning}")
+    return plan
 
 
 class FilterModule:

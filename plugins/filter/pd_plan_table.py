@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from pd_planner import plan_table
+from ansible.errors import AnsibleFilterError
+from pd_planner import plan_summary, plan_table
 
 DOCUMENTATION = r"""
 name: pd_plan_table
 short_description: Render a pd_plan as an aligned text table
 version_added: "1.0.0"
 description:
-  - Instances (role, kv rank, host, node role, devices, parallelism, URL and
-    ports), capacity per GPU, router, scrape jobs, IMEX domains and warnings,
-    as printed by C(playbooks/render.yml).
+  - The full table (C(view=full)) - instances (role, kv rank, host, node
+    role, devices, parallelism, URL and ports), capacity per GPU, router,
+    scrape jobs, IMEX domains and warnings - as written to
+    C(render_dir/plan.txt) by C(playbooks/render.yml) and printed with C(-v).
+  - The summary (C(view=summary)) - one line per pool and a few totals,
+    every line within 120 columns whatever the cluster's size - as every
+    run prints it.
 options:
   _input:
     description: A plan returned by the C(pd_plan) filter.
     type: dict
     required: true
+  view:
+    description: C(full) or C(summary).
+    type: str
+    default: full
+    choices: [full, summary]
 """
 
 EXAMPLES = r"""
@@ -32,8 +42,12 @@ _value:
 """
 
 
-def pd_plan_table(plan):
-    return plan_table(plan)
+def pd_plan_table(plan, view="full"):
+    if view == "summary":
+        return plan_summary(plan)
+    if view == "full":
+        return plan_table(plan)
+    raise AnsibleFilterError(f"pd_plan_table: view must be full or summary, not {view!r}")
 
 
 class FilterModule:
