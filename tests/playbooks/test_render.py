@@ -44,9 +44,11 @@ def test_render_gb200_writes_plan_and_prints_table(gb200_render):
     for key in ("host", "gpus", "leader", "model", "serve_args", "env"):
         assert key in instance["nodes"][0]
     assert isinstance(plan["router"]["args"], list)
-    # The table is in the output, one line per node.
-    assert "prefill-1  prefill  1/3      gb200-tray-02" in result.stdout
-    assert "headless, dp start rank 4" in result.stdout
+    # The full table, one line per node, is in render_dir/plan.txt; the run prints a per-pool summary.
+    table = (out / "plan.txt").read_text()
+    assert "POOL     INSTANCES" in result.stdout
+    assert "prefill-1  prefill  1/3      gb200-tray-02" in table
+    assert "headless, dp start rank 4" in table
 
 
 def _exec_argv(unit_text: str) -> list[str]:
