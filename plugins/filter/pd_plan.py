@@ -68,6 +68,13 @@ class _HostvarsReader:
             return _plain(facts.get("all_ipv4_addresses") or [])
         return _plain(host_vars.get(name))
 
+    def names(self, host: str) -> list[str]:
+        """Every variable name the host has (the planner refuses unknown pd_* ones)."""
+        try:
+            return [str(name) for name in self._hostvars[host]]
+        except KeyError:
+            return []
+
 
 def pd_plan(groups, hostvars, errors="strict"):
     try:
