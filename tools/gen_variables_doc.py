@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from pd_planner import catalog, schema
+from pd_planner import catalog, rayserve, schema
 from pd_planner.inventory import CLUSTER_VARIABLES, HOST_VARIABLES, REQUIRED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,7 @@ CLUSTER_MEANING = {
     "pd_ucx_tls": "UCX_TLS for NIXL; unset lets UCX choose",
     "pd_kv_shared_storage_path": "directory both pools share (ExampleConnector only)",
     "pd_vllm_install_root": "directory holding one vLLM venv per version (default /opt/vllm; absolute)",
+    "pd_serving": "serving mode: units (default) or rayserve, and the Ray cluster's settings (see below)",
 }
 
 
@@ -117,6 +118,8 @@ def render() -> str:
     lines += ["### pd_router", "", *_table(schema.ROUTER_OPTIONS)]
     lines += ["", f"Policies: {', '.join(f'`{p}`' for p in catalog.ROUTER_POLICIES)}.", ""]
     lines += ["### pd_monitoring", "", *_table(schema.MONITORING_OPTIONS)]
+    lines += ["", "### pd_serving", "", *_table(rayserve.SERVING_OPTIONS), "",
+              f"Ray releases: {', '.join(f'`{r}`' for r in rayserve.RAY_RELEASES)}; see docs/rayserve.md."]
     lines += ["", "## Pool shape: `pd_pool` in group_vars/prefill.yml and group_vars/decode.yml", ""]
     lines += _table(schema.POOL_OPTIONS)
     lines += ["", "### pd_pool.offload", "", *_table(schema.OFFLOAD_OPTIONS)]

@@ -27,7 +27,7 @@ spec = {
 
 from __future__ import annotations
 
-from . import placement, ports, routing, scrape, topology, validate
+from . import placement, ports, rayserve, routing, scrape, topology, validate
 from .cluster import POOLS, Cluster
 from .network import cluster_network, pick_address
 from .vllm_args import check_version_and_connector
@@ -77,7 +77,7 @@ def build_plan(spec: dict) -> dict:
     port_owners = ports.claim_all(cluster, instances, router_plan)
     imex = topology.imex_domains(cluster)
     model_profile = cluster.model_profile
-    return {
+    plan = {
         "schema_version": SCHEMA_VERSION,
         "vllm_version": cluster.vllm["version"],
         "vllm": cluster.vllm,
@@ -97,3 +97,5 @@ def build_plan(spec: dict) -> dict:
         "hosts": topology.host_index(cluster, instances, port_owners, imex),
         "warnings": warnings,
     }
+    # pd_serving.mode rayserve: Ray head/workers and the Serve config from the same pools.
+    return rayserve.apply(spec, cluster, instances, plan, warnings)

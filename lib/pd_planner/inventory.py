@@ -24,6 +24,7 @@ CLUSTER_VARIABLES = {
     "pd_ucx_tls": "ucx_tls",
     "pd_kv_shared_storage_path": "kv_shared_storage_path",
     "pd_vllm_install_root": "vllm_install_root",
+    "pd_serving": "serving",  # checked by rayserve.py
 }
 REQUIRED = ("pd_vllm_version", "pd_kv_connector", "pd_model", "pd_cluster_cidr")
 

@@ -43,6 +43,9 @@ def prometheus_config(plan: dict, file_sd_dir: str, rules_dir: str) -> dict:
                 "job_name": job["job_name"],
                 "metrics_path": job["metrics_path"],
                 "file_sd_configs": [{"files": [f"{file_sd_dir}/{job['job_name']}.json"]}],
+                # Ray Serve mode renames Ray's ray_vllm_* back to vllm:* (rayserve.py).
+                **({"metric_relabel_configs": job["metric_relabel_configs"]}
+                   if "metric_relabel_configs" in job else {}),
             }
             for job in plan["scrape"]["jobs"]
         ],
