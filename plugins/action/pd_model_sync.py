@@ -7,7 +7,8 @@ sync's status file every `interval` seconds and prints bytes done of total,
 the phase and the current file at least every `report_every` seconds, so the
 person running ansible-playbook sees it move. It returns the sync's own
 result; a sync that died (killed, node rebooted) fails the task, and the next
-run resumes it.
+run resumes it. A sync still running from an interrupted ansible-playbook is
+followed to its end first (then checked by a sync of our own).
 
 Its options and return values are documented in plugins/modules/pd_model_sync.py.
 """
@@ -70,11 +71,30 @@ class ActionModule(ActionBase):
             return result
         host = (task_vars or {}).get("inventory_hostname", "?")
         started = time.monotonic()
+        # A sync left running by an interrupted ansible-playbook: follow it to its end, then check.
+        earlier = _json(self._command([tool, "status", status_file], task_vars).get("stdout"))
+        if earlier.get("pid") and "result" not in earlier and earlier.get("phase") not in ("died", "unknown"):
+            display.display(f"  {name} on {host}: following the sync already running "
+                             f"(pid {earlier['pid']}, since {earlier.get('started')})")
+            self._follow(name, host, tool, status_file, interval, report_every, started, task_vars)
         start = self._command([*argv, "--status-file", status_file, "--detach"], task_vars)
         if start.get("rc") != 0:
             problem = _json(start.get("stdout")).get("problem") or start.get("stderr") or start.get("msg")
             result.update(failed=True, msg=f"{name} on {host}: {problem}")
             return result
+        status = self._follow(name, host, tool, status_file, interval, report_every, started, task_vars)
+        elapsed = time.monotonic() - started
+        outcome = status.get("result") or {}
+        if status.get("phase") != "done":
+            result.update(failed=True, sync=outcome,
+                          msg=f"{name} on {host}: {outcome.get('problem') or status.get('problem')}")
+            return result
+        result.update(changed=bool(outcome.get("changed")), sync=outcome, elapsed=round(elapsed, 1),
+                      msg=f"{name}: revision {outcome.get('revision')} {outcome.get('state')}")
+        return result
+
+    def _follow(self, name, host, tool, status_file, interval, report_every, started, task_vars) -> dict:
+        """Read the status file until the sync has a result or died; print progress lines."""
         last_line, last_phase = time.monotonic(), None
         while True:
             time.sleep(interval)
@@ -82,17 +102,10 @@ class ActionModule(ActionBase):
             status = _json(read.get("stdout"))
             elapsed = time.monotonic() - started
             if "result" in status:
-                outcome = status["result"]
                 display.display(progress_line(name, host, status, elapsed))
-                if status.get("phase") != "done":
-                    result.update(failed=True, msg=f"{name} on {host}: {outcome.get('problem')}", sync=outcome)
-                    return result
-                result.update(changed=bool(outcome.get("changed")), sync=outcome, elapsed=round(elapsed, 1),
-                              msg=f"{name}: revision {outcome.get('revision')} {outcome.get('state')}")
-                return result
+                return status
             if status.get("phase") in ("died", "unknown") or read.get("rc") != 0:
-                result.update(failed=True, msg=f"{name} on {host}: {status.get('problem') or read.get('stderr')}")
-                return result
+                return {**status, "problem": status.get("problem") or read.get("stderr") or read.get("msg")}
             if time.monotonic() - last_line >= report_every or status.get("phase") != last_phase:
                 display.display(progress_line(name, host, status, elapsed))
                 last_line, last_phase = time.monotonic(), status.get("phase")
