@@ -383,7 +383,17 @@ def _public_spec(**extra) -> dict:
 
 def test_public_cluster_network_is_refused():
     _fails(_public_spec(), "pd_cluster_cidr 11.20.0.0/16 is not a private network",
-           "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16", "pd_plan_allow_public_network: true")
+           "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10", "pd_plan_allow_public_network: true")
+
+
+def test_loopback_hosts_are_one_machine_on_purpose():
+    # The read-only check's fixture runs one machine as two inventory hosts.
+    spec = make_spec(1, 1, pools=_pools(decode={"gpus_per_instance": 4, "data_parallel_size": 2,
+                                                 "tensor_parallel_size": 2}),
+                     cluster_cidr="127.0.0.0/8")
+    for host in spec["hosts"].values():
+        host["address"] = "127.0.0.1"
+    build_plan(spec)
 
 
 def test_public_cluster_network_allowed_explicitly():

@@ -171,3 +171,57 @@ def test_bad_input_fails_and_prometheus_keeps_running(host, tmp_path, extra, cul
     assert host.file("/etc/prometheus/prometheus.yml").content_string == config
     assert service_state(host) == before
     assert host.service("prometheus").is_running
+
+
+def test_the_packages_sample_config_never_ran(host):
+    """The packages start their services on install; masked before it, neither ran with its sample
+    config: no series of the sample's jobs (node at localhost:9100, prometheus at localhost:9090)
+    ever entered the TSDB, which keeps everything since the first start."""
+    series = api(host, "/api/v1/series?" + urllib.parse.urlencode({"match[]": "up", "start": "0"}))
+    assert series, "no up series at all"
+    assert {s["job"] for s in series} <= {"vllm-prefill", "vllm-decode", "vllm-router", "prometheus", "dcgm"}, series
+    assert not [s for s in series if s["instance"].startswith("localhost:")], series
+    # The services run the role's units (no mask left), Alertmanager with the role's config.
+    for unit in ("prometheus", "prometheus-alertmanager"):
+        assert not host.file(f"/etc/systemd/system/{unit}.service").is_symlink, unit
+        assert host.service(unit).is_running and host.service(unit).is_enabled, unit
+    assert "--config.file=/etc/prometheus/pd-alertmanager.yml" in host.file(
+        "/etc/systemd/system/prometheus-alertmanager.service").content_string
+    assert host.process.get(comm="prometheus-aler").user == "prometheus"
+
+
+def test_alertmanager_listens_on_loopback_only_and_its_config_is_not_world_readable(host):
+    sockets = [str(s) for s in host.socket.get_listening_sockets()]
+    assert "tcp://127.0.0.1:9093" in sockets
+    assert not [s for s in sockets if s.endswith(":9093") and "127.0.0.1" not in s]
+    assert not [s for s in sockets if s.endswith(":9094")], "cluster gossip port open"
+    config = host.file("/etc/prometheus/pd-alertmanager.yml")
+    assert (config.user, config.group, config.mode) == ("root", "prometheus", 0o640)
+    assert host.run("amtool check-config /etc/prometheus/pd-alertmanager.yml").rc == 0
+
+
+def _notifications(host) -> list[dict]:
+    log = host.file("/var/log/pd-test-webhook.jsonl")
+    return [json.loads(line) for line in log.content_string.splitlines()] if log.exists else []
+
+
+def test_an_alert_reaches_the_webhook_receiver_within_a_minute(host):
+    """The pools' targets are down from the start: PDInstanceDown fires (alert_down_for 10 s here) and
+    Alertmanager posts it to the receiver hook. Measured from the first scrape that found the target
+    down (the first `up` sample, 0) to the receiver's arrival time."""
+    def fired():
+        return sorted((n["received"], a["labels"]["instance"]) for n in _notifications(host)
+                      for a in n["body"]["alerts"]
+                      if a["labels"]["alertname"] == "PDInstanceDown" and a["status"] == "firing")
+    found = eventually(fired, timeout=90)
+    assert found, "no PDInstanceDown notification reached the receiver"
+    assert {instance for _, instance in found} >= {"prefill-0", "decode-0"}
+    notification = _notifications(host)[0]
+    assert notification["path"] == "/pd-alerts" and notification["body"]["receiver"] == "pd-webhook"
+    for instance in ("prefill-0", "decode-0"):
+        received = min(t for t, i in found if i == instance)
+        samples = query(host, f'up{{instance="{instance}"}}[1h]')[0]["values"]
+        first_down = min(float(t) for t, v in samples if v == "0")
+        latency = received - first_down
+        print(f"PDInstanceDown {instance}: target down -> receiver in {latency:.1f} s")
+        assert 0 < latency <= 60, (instance, latency)
