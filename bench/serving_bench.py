@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from pd_bench.loadgen import chat_body, post
+from pd_bench.loadgen import chat_body, post, remote_decode_request
+from pd_bench.plan import load_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "What is the time complexity of quicksort in the average case? Explain briefly."
 
 
@@ -43,8 +40,7 @@ def via_router(plan: dict, model: str, max_tokens: int) -> None:
 def direct(plan: dict, model: str, max_tokens: int) -> None:
     prefill, decode = plan["router"]["prefill_urls"][0], plan["router"]["decode_urls"][0]
     first = chat(model, 1)
-    first["kv_transfer_params"] = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
-                                   "remote_block_ids": None, "remote_host": None, "remote_port": None}
+    first["kv_transfer_params"] = remote_decode_request()
     answer = post(prefill + "/v1/chat/completions", first)
     second = chat(model, max_tokens)
     second["kv_transfer_params"] = answer.get("kv_transfer_params")
@@ -56,16 +52,6 @@ def single(plan: dict, model: str, max_tokens: int) -> None:
 
 
 MODES = {"router": via_router, "direct": direct, "single": single}
-
-
-def load_plan(path: str | None) -> dict:
-    if path:
-        return json.loads(Path(path).read_text())
-    out = ROOT / ".cache" / "bench-render"
-    subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"),
-                    "-i", str(ROOT / "inventories" / "lab"), "-e", f"render_dir={out}"],
-                   check=True, capture_output=True, cwd=ROOT)
-    return json.loads((out / "plan.json").read_text())
 
 
 def percentile(values: list[float], q: float) -> float:

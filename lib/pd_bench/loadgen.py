@@ -20,6 +20,15 @@ def chat_body(model: str, max_tokens: int, prompt: str, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, **extra}
 
 
+def remote_decode_request() -> dict:
+    """kv_transfer_params of the prefill half of a request sent straight to the
+    instances, as vllm-router's PD mode sends it with NixlConnector: the
+    prefill instance keeps the KV for a decode instance to pull; its answer's
+    kv_transfer_params then go with the decode half."""
+    return {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+            "remote_block_ids": None, "remote_host": None, "remote_port": None}
+
+
 def refused(exc: Exception) -> bool:
     """The router never saw the request: nothing listened on its port."""
     return isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
