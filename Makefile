@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test bench render clean lab lab-nodes lab-destroy
+.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test bench bench-serve render clean lab lab-nodes lab-destroy
 # `make molecule`: two lanes of light scenarios side by side (no vLLM in
 # them; they mostly wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
@@ -37,6 +37,7 @@ help:
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
 	@echo "make bench      planner benchmark (288 GB200 trays), render of an 18-host rack"
+	@echo "make bench-serve [BENCH_SERVE_OUT=dir]  load sweep on the live lab (make lab first): docs/benchmarks.md"
 
 # requirements.txt ends with `-e .`: pd_planner (lib/) is installed editable.
 $(BIN)/.installed: requirements.txt requirements-test.txt pyproject.toml
@@ -153,6 +154,12 @@ render: venv
 bench: venv
 	$(BIN)/python bench/plan_bench.py
 	PD_RENDER_BEFORE_S=$${PD_RENDER_BEFORE_S:-503} $(BIN)/python bench/render_bench.py
+
+# Load sweep through the router, direct and one instance with `vllm bench
+# serve` (~8 min on the lab); prints the figures, writes JSON and PNG.
+BENCH_SERVE_OUT ?= .cache/bench-serve
+bench-serve: venv vllm-venv
+	$(BIN)/python bench/load_sweep.py run --out $(BENCH_SERVE_OUT) $(BENCH_SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache render .pytest_cache .ruff_cache .hypothesis
