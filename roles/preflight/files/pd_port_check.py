@@ -31,8 +31,10 @@ def _unit_of(pid: str) -> str:
 
 
 def _active(unit: str) -> bool:
-    result = subprocess.run(["systemctl", "is-active", "--quiet", f"{unit}.service"], check=False)
-    return result.returncode == 0
+    # A worker still in its start gate (loading, health, warm-up) is
+    # `activating` and already holds its NIXL ports.
+    result = subprocess.run(["systemctl", "is-active", f"{unit}.service"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() in ("active", "activating", "reloading")
 
 
 def listeners() -> dict[int, list[tuple[str, str]]]:
