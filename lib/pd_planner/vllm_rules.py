@@ -313,10 +313,9 @@ def _numa(c: _Collector, pool: dict) -> None:
     if lists and not bind and (c.rules == "0.33.0" or bind is False):
         c.add("error", "numa_bind", f"extra_args {lists[0]} needs NUMA binding on; vLLM {c.rules} refuses "
               "the lists without it. Set numa_bind: true (extra_args --numa-bind)", "numa_lists")
-    if bind or lists:
-        c.add("warning", "numa_bind", "NUMA binding runs every engine process under numactl; the command "
-              "must be on PATH of each worker host or the engine fails at startup (the vllm role installs "
-              "libnuma1, not numactl)", "numa")
+    # Binding runs every engine process under the numactl command
+    # (numa_utils.py); the vllm role installs it on CUDA nodes
+    # (vllm_system_packages), so a bound pool needs no warning here.
 
 
 def _max_len(c: _Collector, pool: dict, model_max_len: int | None) -> None:

@@ -3,7 +3,10 @@ one test per refusal, each with its message."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pd_planner.schema import POOL_OPTIONS, normalize
 from pd_planner.vllm_rules import (
     WORKING_ALL2ALL,
@@ -14,6 +17,7 @@ from pd_planner.vllm_rules import (
     rules_version,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 R1_MAX_LEN = 163840
 GB200_GPU_GB = 186
 VERSIONS = ("0.33.0", "0.34.0")
@@ -228,10 +232,22 @@ def test_numa_lists_imply_binding_in_0_34_unless_turned_off():
                "needs NUMA binding on", "parallel.py:597")
 
 
-def test_numa_binding_warns_that_numactl_must_be_installed():
-    errors, warnings = _check("0.33.0", _pool(extra_args={"--numa-bind": True}))
-    assert errors == []
-    assert any("numactl" in w and "numa_utils.py:521" in w for w in warnings)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_numa_binding_passes_because_the_vllm_role_installs_numactl(version):
+    """--numa-bind runs the engine under numactl: the rules accept it only
+    because roles/vllm installs the command on CUDA nodes."""
+    assert _check(version, _pool(extra_args={"--numa-bind": True})) == ([], [])
+    defaults = yaml.safe_load((ROOT / "roles/vllm/defaults/main.yml").read_text())
+    assert "numactl" in defaults["vllm_system_packages"]["cuda"]
+
+
+def test_the_vllm_role_installs_no_deepep_so_the_refusal_holds():
+    """WORKING_ALL2ALL leaves DeepEP out because the role installs neither
+    deep_ep nor NVSHMEM; adding them to the role must revisit the rules."""
+    defaults = (ROOT / "roles/vllm/defaults/main.yml").read_text().lower()
+    for package in ("deep_ep", "deep-ep", "deepep", "nvshmem"):
+        assert package not in defaults
+    assert not any(b.startswith("deepep") for b in WORKING_ALL2ALL)
 
 
 @pytest.mark.parametrize("value", [163841, "161K", "1M"])
