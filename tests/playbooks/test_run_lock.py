@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -113,3 +114,22 @@ def test_site_takes_the_lock_first_and_releases_it_last():
     # Both lock plays are tagged always: a --tags run is locked too.
     assert listed.count("one run at a time (a second run against this inventory is refused)\tTAGS: [always]") == 1
     assert "Release the run lock\tTAGS: [always]" in listed
+
+
+def test_stale_rule_pid_on_this_host_age_from_another():
+    sys.path.insert(0, str(ROOT / "plugins" / "action"))
+    try:
+        from pd_run_lock import stale_reason
+    finally:
+        sys.path.pop(0)
+    now = time.time()
+    here = socket.gethostname()
+    # This host: a gone pid frees it, and so does a reused one that is no ansible-playbook
+    # (a live holder is refused: test_a_second_site_run_is_refused_with_holder_and_time).
+    for pid in (2**22 + 1, os.getpid()):
+        assert stale_reason({"host": here, "pid": pid, "epoch": now}, now, 60) == f"pid {pid} no longer runs"
+    # Another host: its pid cannot be checked, its age can.
+    assert stale_reason({"host": "ctl-other", "pid": 1, "epoch": now - 30}, now, 60) is None
+    assert "older than 60 s" in stale_reason({"host": "ctl-other", "pid": 1, "epoch": now - 61}, now, 60)
+    assert stale_reason({"unreadable": True}, now, 60) == "the lock file is unreadable"
+
