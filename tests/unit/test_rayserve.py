@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, inventory_spec, make_spec
+from conftest import BIN, ENV, ROOT, inventory_spec, make_spec
 from pd_planner import PlanError, build_plan, monitoring
 from pd_planner.rayserve import engine_kwargs
+from specs import systemd_split
 
 SAMPLE = ROOT / "inventories" / "gb200-rayserve"
 
@@ -189,3 +190,24 @@ def test_engine_kwargs_from_vllm_flags():
         "kv_transfer_config": {"kv_connector": "NixlConnector"}}
     with pytest.raises(PlanError, match="cannot map vLLM argument '-O3'"):
         engine_kwargs(["-O3"])
+
+
+def test_make_render_writes_the_ray_units_and_the_serve_config(ray_plan, tmp_path):
+    """render.yml (what `make render INVENTORY=inventories/gb200-rayserve`
+    runs): the head's unit and Serve config, a tray's worker unit, and no
+    vllm-router or vLLM worker unit."""
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"), "-i", str(SAMPLE),
+         "-e", f"render_dir={tmp_path}", "-e", "render_hosts=cpu-ctl-01,gb200-tray-01"],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    head, tray = tmp_path / "cpu-ctl-01", tmp_path / "gb200-tray-01"
+    served = yaml.safe_load((head / "etc/ray-serve/pd-serve.yaml").read_text())
+    assert served == ray_plan["rayserve"]["serve_config"]
+    for root, node in ((head, ray_plan["rayserve"]["nodes"][0]), (tray, ray_plan["rayserve"]["nodes"][1])):
+        unit = (root / f"etc/systemd/system/{node['unit']}.service").read_text()
+        exec_start = unit.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0]
+        assert systemd_split(exec_start) == [f"{node['venv']}/bin/ray", *node["args"]]
+        assert f"EnvironmentFile=/etc/ray-serve/{node['unit']}.env" in unit
+    units = {p.name for p in tmp_path.glob("*/etc/systemd/system/*.service")}
+    assert not any(u.startswith(("vllm-router", "vllm-prefill", "vllm-decode")) for u in units), units
