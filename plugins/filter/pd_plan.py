@@ -31,9 +31,9 @@ options:
     required: true
   errors:
     description:
-      - C(strict) fails the task on bad input; C(return) returns
-        C({error: message}) instead, so the pd_plan role can print the
-        message once and stop.
+      - C(strict) fails the task on bad input. C(return) returns a dict
+        whose only key C(error) holds the planner's message instead, so the
+        pd_plan role can print the message once and stop.
     type: str
     default: strict
     choices: [strict, return]
