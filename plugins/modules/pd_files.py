@@ -17,6 +17,10 @@ description:
   - Takes the files of a role as data. With O(root) empty each file is written on the
     host by M(ansible.builtin.template) (C(template)) or M(ansible.builtin.copy)
     (C(content)); check mode, diff, validate and changed reporting are theirs.
+  - On the host, one command first reads the mode, owner, group and SHA-1 of every
+    file (C(stat) and C(sha1sum)); a file that already matches what the task would
+    write is reported unchanged without a module run of its own, so a rerun that
+    changes nothing costs one round trip per task instead of one per file.
   - With O(root) set, the files are templated on the controller and written under
     O(root) in this process (owner, group and validate are not applied there), the
     directories created as needed. playbooks/render.yml uses this.
