@@ -73,7 +73,7 @@ def build_plan(spec: dict) -> dict:
     cluster = validated_cluster(spec, warnings)
     layouts = placement.choose_layouts(cluster, warnings)
     instances = placement.build_instances(cluster, layouts, warnings)
-    router_plan = routing.router_plan(cluster, instances)
+    router_plan = routing.router_plan(cluster, instances, warnings)
     port_owners = ports.claim_all(cluster, instances, router_plan)
     imex = topology.imex_domains(cluster)
     model_profile = cluster.model_profile

@@ -1,20 +1,120 @@
 """The router: vllm-router's argv per router host, its URLs and the worker
-set it routes to."""
+set it routes to.
+
+Data-parallel instances: vllm-router 0.1.17 counts the `engine` labels on a
+bare worker URL's /metrics and registers one worker per rank (`url@0` ..
+`url@N`); `/remove_worker?url=<bare url>` then answers 200 and removes
+nothing. The plan therefore names every rank itself (`--prefill url@r`), so
+the registered set, the plan's router.workers and what scale-in removes are
+the same strings. An instance with one rank keeps its bare URL (that is how
+the router registers it).
+
+Settings derived from the plan (each can be set explicitly in pd_router):
+- request_timeout_secs caps the whole answer, streamed tokens included, so it
+  must outlast the longest legitimate stream: the TTFT alert threshold plus
+  decode's max_model_len tokens at the ITL alert threshold (a stream slower
+  than that already pages someone).
+- max_concurrent_requests is the decode pools' batch slots (max_num_seqs x
+  data-parallel ranks, summed); the router holds a slot from admission until
+  the answer's headers (a stream's start, a non-streamed answer's end), and
+  the bucket refills by only 1 token/s on top, so beyond it requests queue
+  (queue_size, as many again) and then get 429. A queued request that
+  waited past the TTFT alert threshold gets 408.
+"""
 
 from __future__ import annotations
+
+import math
 
 from .cluster import Cluster
 from .errors import PlanError
 from .vllm_args import flag_args
+from .vllm_rules import default_scheduler_limits
 
 ROUTER_API_KEY_ENV = "VLLM_ROUTER_API_KEY"
 
 
-def router_plan(cluster: Cluster, instances: list[dict]) -> dict:
-    router = cluster.router
+def rank_urls(instance: dict) -> list[str]:
+    """The worker URLs vllm-router registers for one instance: one per
+    data-parallel rank (`url@rank`), or the bare URL for a single rank."""
+    dp = instance["parallelism"]["data_parallel_size"]
+    return [instance["url"]] if dp == 1 else [f"{instance['url']}@{rank}" for rank in range(dp)]
+
+
+def _serve_flag(instance: dict, flag: str) -> str | None:
+    """The value the leader's `vllm serve` gets for flag (what really runs)."""
+    args = next(n for n in instance["nodes"] if n["leader"])["serve_args"]
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def _size(text: str) -> int:
+    units = {"k": 1000, "K": 1024, "m": 10**6, "M": 2**20}
+    return int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
+
+
+def decode_slots(cluster: Cluster, decode: list[dict]) -> int:
+    """Requests the decode pools run at once: max_num_seqs per engine (the
+    flag, else vLLM's default for the GPU) times the data-parallel ranks."""
+    total = 0
+    for inst in decode:
+        seqs = _serve_flag(inst, "--max-num-seqs")
+        if seqs is None:
+            profile = cluster.profiles[inst["nodes"][0]["host"]]
+            memory = profile["gpu_memory_gb"] if profile["device"] == "cuda" else None
+            per_engine = default_scheduler_limits(memory)[1]
+        else:
+            per_engine = _size(seqs)
+        total += per_engine * inst["parallelism"]["data_parallel_size"]
+    return total
+
+
+def longest_stream_secs(cluster: Cluster, decode: list[dict]) -> int | None:
+    """Seconds the longest legitimate answer may take: the TTFT alert
+    threshold plus max_model_len tokens at the ITL alert threshold. None when
+    no max_model_len is known (vLLM reads it from the checkpoint)."""
+    lengths = [_serve_flag(i, "--max-model-len") for i in decode]
+    known = [_size(n) for n in lengths if n is not None]
+    if len(known) < len(lengths):
+        model_max = (cluster.model_profile or {}).get("max_model_len")
+        if model_max is None:
+            return None
+        known.append(model_max)
+    mon = cluster.monitoring
+    return math.ceil(mon["alert_ttft_p99_seconds"] + max(known) * mon["alert_itl_p99_seconds"])
+
+
+# When decode's max_model_len is unknown (vLLM reads it from the checkpoint):
+# an hour, the figure the samples used before it was derived.
+UNKNOWN_LENGTH_TIMEOUT_SECS = 3600
+DERIVED = ("request_timeout_secs", "max_concurrent_requests", "queue_size", "queue_timeout_secs")
+
+
+def router_settings(cluster: Cluster, decode: list[dict], warnings: list | None) -> dict:
+    """pd_router with the derived values filled in (see the module doc)."""
+    settings = dict(cluster.router)
+    longest = longest_stream_secs(cluster, decode)
+    if settings["request_timeout_secs"] is None:
+        settings["request_timeout_secs"] = UNKNOWN_LENGTH_TIMEOUT_SECS if longest is None else longest
+    elif longest is not None and settings["request_timeout_secs"] < longest and warnings is not None:
+        warnings.append(
+            f"pd_router.request_timeout_secs {settings['request_timeout_secs']} cuts answers the plan "
+            f"allows: a stream of decode's max_model_len at the ITL alert threshold takes {longest} s "
+            "(vllm-router's timeout covers the whole streamed answer); unset it to derive it"
+        )
+    if settings["max_concurrent_requests"] is None:
+        settings["max_concurrent_requests"] = max(1, decode_slots(cluster, decode))
+    if settings["queue_size"] is None:
+        settings["queue_size"] = settings["max_concurrent_requests"]
+    if settings["queue_timeout_secs"] is None:
+        settings["queue_timeout_secs"] = max(1, math.ceil(cluster.monitoring["alert_ttft_p99_seconds"]))
+    return settings
+
+
+def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None = None) -> dict:
     mode = cluster.connector_info["router_mode"]
     prefill = [i for i in instances if i["role"] == "prefill"]
     decode = [i for i in instances if i["role"] == "decode"]
+    router = router_settings(cluster, decode, warnings)
     for pool, members in (("prefill", prefill), ("decode", decode)):
         policy = router[f"{pool}_policy"] or router["policy"]
         # vllm-router refuses to start otherwise ("Power-of-two policy for
@@ -24,6 +124,10 @@ def router_plan(cluster: Cluster, instances: list[dict]) -> dict:
                 f"pd_router.{pool}_policy power_of_two needs at least 2 {pool} instances, the plan has "
                 f"{len(members)}: use round_robin, cache_aware or random for this pool"
             )
+    workers = {
+        "prefill": sorted(u for i in prefill for u in rank_urls(i)),
+        "decode": sorted(u for i in decode for u in rank_urls(i)),
+    }
     hosts = []
     for host in cluster.groups["router"]:
         address = cluster.addresses[host]
@@ -33,22 +137,30 @@ def router_plan(cluster: Cluster, instances: list[dict]) -> dict:
             args += ["--vllm-discovery-address", f"{address}:{router['discovery_port']}"]
         else:
             for inst in prefill:
-                args += ["--prefill", inst["url"], "none"]
+                for url in rank_urls(inst):
+                    args += ["--prefill", url, "none"]
             for inst in decode:
-                args += ["--decode", inst["url"]]
+                for url in rank_urls(inst):
+                    args += ["--decode", url]
             args += ["--kv-connector", "nixl"]
+        # No --retry-max-retries: in PD mode 0.1.17 sends each request once
+        # (route_transparent does not retry), so the flag would promise nothing.
         args += [
             "--policy", router["policy"],
             "--prefill-policy", router["prefill_policy"],
             "--decode-policy", router["decode_policy"],
             "--health-check-endpoint", router["health_check_endpoint"],
             "--health-check-interval-secs", str(router["health_check_interval_secs"]),
+            "--health-check-timeout-secs", str(router["health_check_timeout_secs"]),
+            "--health-failure-threshold", str(router["health_failure_threshold"]),
             "--worker-startup-timeout-secs", str(router["worker_startup_timeout_secs"]),
             "--worker-startup-check-interval", str(router["worker_startup_check_interval"]),
             "--request-timeout-secs", str(router["request_timeout_secs"]),
+            "--max-concurrent-requests", str(router["max_concurrent_requests"]),
+            "--rate-limit-tokens-per-second", "1",
+            "--queue-size", str(router["queue_size"]),
+            "--queue-timeout-secs", str(router["queue_timeout_secs"]),
         ]
-        if router["retry_max_retries"] is not None:
-            args += ["--retry-max-retries", str(router["retry_max_retries"])]
         args += ["--prometheus-host", address, "--prometheus-port", str(router["metrics_port"])]
         if router["api_key_enabled"]:
             # systemd expands ${VAR} from the unit's root-only EnvironmentFile;
@@ -69,8 +181,11 @@ def router_plan(cluster: Cluster, instances: list[dict]) -> dict:
         "hosts": hosts,
         "prefill_urls": [i["url"] for i in prefill],
         "decode_urls": [i["url"] for i in decode],
-        # The worker set the router must route to (its API is reconciled to it).
-        "workers": {"prefill": [i["url"] for i in prefill], "decode": [i["url"] for i in decode]},
+        # The worker set the router must route to, as /workers lists it:
+        # rank-pinned URLs, sorted (its API is reconciled to it).
+        "workers": workers,
         "api_key_env": ROUTER_API_KEY_ENV if router["api_key_enabled"] else None,
-        "settings": router,
+        "settings": cluster.router,
+        # What the router runs with for the options pd_router leaves unset.
+        "effective": {key: router[key] for key in DERIVED},
     }

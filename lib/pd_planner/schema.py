@@ -223,12 +223,20 @@ ROUTER_OPTIONS: dict[str, tuple] = {
     "policy": (POLICY, "round_robin", "default policy"),
     "prefill_policy": (POLICY, "cache_aware", "--prefill-policy"),
     "decode_policy": (POLICY, "round_robin", "--decode-policy (power_of_two needs 2+ decode instances)"),
-    "health_check_interval_secs": (INT, 10, "--health-check-interval-secs"),
+    # A dead worker leaves the pool after health_failure_threshold failed
+    # checks: within interval x threshold (+ timeout when it hangs).
+    "health_check_interval_secs": (INT, 5, "--health-check-interval-secs"),
+    "health_check_timeout_secs": (INT, 5, "--health-check-timeout-secs"),
+    "health_failure_threshold": (INT, 2, "--health-failure-threshold: failed checks that eject a worker"),
     "health_check_endpoint": (STR, "/health", "--health-check-endpoint"),
     "worker_startup_timeout_secs": (INT, 1800, "--worker-startup-timeout-secs"),
     "worker_startup_check_interval": (INT, 5, "--worker-startup-check-interval"),
-    "request_timeout_secs": (INT, 1800, "--request-timeout-secs"),
-    "retry_max_retries": (OPT_INT, 3, "--retry-max-retries"),
+    "request_timeout_secs": (OPT_INT, None, "--request-timeout-secs (whole answer, stream included); "
+                             "default: TTFT alert + decode max_model_len x ITL alert threshold (3600 if unknown)"),
+    "max_concurrent_requests": (OPT_INT, None, "--max-concurrent-requests; default: decode max_num_seqs "
+                                "x data-parallel ranks, summed"),
+    "queue_size": (OPT_INT, None, "--queue-size (then 429); default: max_concurrent_requests"),
+    "queue_timeout_secs": (OPT_INT, None, "--queue-timeout-secs (then 408); default: the TTFT alert threshold"),
     "api_key_enabled": (BOOL, False, "pass an API key (vault variable) to the router and workers"),
     "extra_args": (MapOf(FLAG_VALUE), {}, "escape hatch: {'--flag': value}"),
 }

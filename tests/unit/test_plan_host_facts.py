@@ -15,17 +15,17 @@ def _small(gpus: int) -> dict:
 
 def test_gpu_hosts_run_the_cuda_launcher_from_the_versioned_venv(gb200_spec):
     plan = build_plan(gb200_spec)
-    assert plan["vllm"] == {"version": "0.33.0", "install_root": "/opt/vllm"}
+    assert plan["vllm"] == {"version": "0.34.0", "install_root": "/opt/vllm"}
     for host in plan["hosts"].values():
         if not set(host["groups"]) & {"prefill", "decode"}:
             assert host["vllm"] is None
             continue
         assert host["vllm"] == {
             "flavor": "cuda",
-            "version": "0.33.0",
-            "venv": "/opt/vllm/0.33.0",
-            "launcher": ["/opt/vllm/0.33.0/bin/vllm", "serve"],
-            "check_args": "/opt/vllm/0.33.0/bin/vllm-check-args",
+            "version": "0.34.0",
+            "venv": "/opt/vllm/0.34.0",
+            "launcher": ["/opt/vllm/0.34.0/bin/vllm", "serve"],
+            "check_args": "/opt/vllm/0.34.0/bin/vllm-check-args",
         }
 
 
@@ -78,6 +78,10 @@ def test_only_example_connector_units_get_a_writable_kv_directory():
 
 def test_router_workers_are_every_instance_url_by_role(gb200_spec):
     plan = build_plan(gb200_spec)
+    # One worker per data-parallel rank, as vllm-router registers them.
     assert plan["router"]["workers"] == {
-        role: [i["url"] for i in plan["instances"] if i["role"] == role] for role in ("prefill", "decode")
+        role: sorted(f"{i['url']}@{r}" if i["parallelism"]["data_parallel_size"] > 1 else i["url"]
+                     for i in plan["instances"] if i["role"] == role
+                     for r in range(i["parallelism"]["data_parallel_size"]))
+        for role in ("prefill", "decode")
     }

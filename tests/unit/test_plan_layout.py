@@ -91,8 +91,10 @@ def test_gb200_router_lists_every_leader_in_pd_mode(gb200_spec):
     assert "--vllm-pd-disaggregation" in args
     prefill = [args[i + 1] for i, a in enumerate(args) if a == "--prefill"]
     decode = [args[i + 1] for i, a in enumerate(args) if a == "--decode"]
-    assert prefill == [i["url"] for i in plan["instances"] if i["role"] == "prefill"]
-    assert decode == ["http://10.20.0.13:8200"]
+    # Every data-parallel rank pinned (url@rank): what /workers lists.
+    assert prefill == [f"{i['url']}@{r}" for i in plan["instances"] if i["role"] == "prefill"
+                       for r in range(i["parallelism"]["data_parallel_size"])]
+    assert decode == [f"http://10.20.0.13:8200@{r}" for r in range(8)]
     assert _flag(args, "--kv-connector") == "nixl"
     assert _flag(args, "--prometheus-port") == "29000"
     assert "--api-key" not in args

@@ -167,6 +167,11 @@ def test_router_lists_exactly_the_leaders(generated):
     args = plan["router"]["args"]
     prefill = [args[i + 1] for i, a in enumerate(args) if a == "--prefill"]
     decode = [args[i + 1] for i, a in enumerate(args) if a == "--decode"]
-    assert prefill == [i["url"] for i in plan["instances"] if i["role"] == "prefill"]
-    assert decode == [i["url"] for i in plan["instances"] if i["role"] == "decode"]
-    assert len(set(prefill + decode)) == len(plan["instances"])
+    # One worker per data-parallel rank: url@rank (a bare URL for one rank).
+    def ranks(role):
+        return [f"{i['url']}@{r}" if i["parallelism"]["data_parallel_size"] > 1 else i["url"]
+                for i in plan["instances"] if i["role"] == role
+                for r in range(i["parallelism"]["data_parallel_size"])]
+    assert prefill == ranks("prefill")
+    assert decode == ranks("decode")
+    assert len(set(prefill + decode)) == sum(i["parallelism"]["data_parallel_size"] for i in plan["instances"])

@@ -1,0 +1,154 @@
+"""The router's part of the plan: rank-pinned workers for data-parallel
+instances, settings derived from the plan, and its hardened unit."""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import subprocess
+
+import jinja2
+import pytest
+import yaml
+from conftest import ROOT, make_spec
+from pd_planner import PlanError, build_plan
+from pd_planner import systemd as sd
+from pd_planner.router import listed_workers, unit_settings
+from specs import systemd_split
+
+ROLE = ROOT / "roles" / "vllm_router"
+
+
+def _pairs(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def _flag(args: list[str], flag: str) -> str:
+    (value,) = _pairs(args, flag)
+    return value
+
+
+def test_data_parallel_instances_register_one_worker_per_rank():
+    plan = build_plan(make_spec(2, 2))
+    for role in ("prefill", "decode"):
+        members = [i for i in plan["instances"] if i["role"] == role]
+        assert any(i["parallelism"]["data_parallel_size"] > 1 for i in members), "the sample has DP instances"
+        expected = sorted(
+            f"{i['url']}@{rank}" for i in members for rank in range(i["parallelism"]["data_parallel_size"]))
+        assert plan["router"]["workers"][role] == expected
+        # The unit registers exactly these strings, so /workers lists them.
+        assert sorted(_pairs(plan["router"]["args"], f"--{role}")) == expected
+    args = plan["router"]["args"]
+    assert all(args[i + 2] == "none" for i, a in enumerate(args) if a == "--prefill")
+
+
+def test_single_rank_instances_keep_their_bare_url():
+    pools = {p: {"gpus_per_instance": 4, "tensor_parallel_size": 4, "max_model_len": 4096}
+             for p in ("prefill", "decode")}
+    plan = build_plan(make_spec(1, 1, pools=pools, model={"served_name": "m", "path": "/m"}))
+    urls = {i["role"]: [] for i in plan["instances"]}
+    for i in plan["instances"]:
+        urls[i["role"]].append(i["url"])
+    assert plan["router"]["workers"] == {role: sorted(u) for role, u in urls.items()}
+    assert not any("@" in a for a in plan["router"]["args"])
+
+
+def test_router_listing_the_plan_is_no_change():
+    """What the role compares: /workers (rank-pinned, any order) read back
+    equals router.workers, so a no-change rerun restarts nothing; a bare
+    instance URL (what remove_worker ignores) never appears."""
+    plan = build_plan(make_spec(2, 2))
+    listed = {"workers": [{"url": u, "worker_type": t} for t in ("decode", "prefill")
+                          for u in reversed(plan["router"]["workers"][t])]}
+    assert listed_workers(listed) == plan["router"]["workers"]
+    # Scale-in: dropping one DP instance removes all of its ranks.
+    smaller = build_plan(make_spec(1, 2))
+    dropped = set(plan["router"]["workers"]["prefill"]) - set(smaller["router"]["workers"]["prefill"])
+    gone = {i["url"] for i in plan["instances"] if i["role"] == "prefill"} - {
+        i["url"] for i in smaller["instances"] if i["role"] == "prefill"}
+    assert gone and dropped == {f"{u}@{r}" for u in gone for r in range(2)}
+
+
+def test_worker_lines_with_ranks_do_not_count_as_a_settings_change():
+    plan = build_plan(make_spec(2, 2))
+    line = sd.exec_line(["/opt/r/bin/vllm-router", *plan["router"]["args"]])
+    fewer = sd.exec_line(["/opt/r/bin/vllm-router", *build_plan(make_spec(1, 2))["router"]["args"]])
+    assert unit_settings(line) == unit_settings(fewer)
+    assert systemd_split(line)[1:] == plan["router"]["args"]
+
+
+def test_no_retry_flag_and_the_old_key_is_refused():
+    plan = build_plan(make_spec(2, 2))
+    assert "--retry-max-retries" not in plan["router"]["args"]
+    with pytest.raises(PlanError, match="retry_max_retries"):
+        build_plan(make_spec(2, 2, router={"retry_max_retries": 3}))
+
+
+def test_request_timeout_outlasts_the_longest_stream_the_plan_allows():
+    spec = make_spec(2, 2)
+    plan = build_plan(spec)
+    mon = plan["router"]["effective"]
+    max_len = int(_flag(next(i for i in plan["instances"] if i["role"] == "decode")["nodes"][0]["serve_args"],
+                        "--max-model-len"))
+    # Defaults: TTFT alert 10 s, ITL alert 0.25 s per token.
+    assert mon["request_timeout_secs"] == math.ceil(10 + max_len * 0.25)
+    assert _flag(plan["router"]["args"], "--request-timeout-secs") == str(mon["request_timeout_secs"])
+    short = build_plan(make_spec(2, 2, router={"request_timeout_secs": 1800}))
+    assert any("request_timeout_secs 1800 cuts answers" in w for w in short["warnings"])
+    assert not any("request_timeout_secs" in w for w in plan["warnings"])
+
+
+def test_admission_limits_follow_decode_capacity():
+    plan = build_plan(make_spec(2, 2))
+    decode = [i for i in plan["instances"] if i["role"] == "decode"]
+    # GB200 (186 GB): vLLM's default max_num_seqs is 1024 per engine.
+    slots = sum(1024 * i["parallelism"]["data_parallel_size"] for i in decode)
+    args = plan["router"]["args"]
+    assert _flag(args, "--max-concurrent-requests") == str(slots)
+    assert _flag(args, "--queue-size") == str(slots)
+    assert _flag(args, "--rate-limit-tokens-per-second") == "1"
+    pools = copy.deepcopy(make_spec(2, 2)["pools"])
+    pools["decode"].setdefault("extra_args", {})["--max-num-seqs"] = 64
+    limited = build_plan(make_spec(2, 2, pools=pools))
+    assert _flag(limited["router"]["args"], "--max-concurrent-requests") == str(
+        sum(64 * i["parallelism"]["data_parallel_size"] for i in decode))
+
+
+def test_fast_dead_worker_detection_flags():
+    args = build_plan(make_spec(2, 2))["router"]["args"]
+    assert (_flag(args, "--health-check-interval-secs"), _flag(args, "--health-failure-threshold"),
+            _flag(args, "--health-check-timeout-secs")) == ("5", "2", "5")
+
+
+def _render_unit(plan: dict, **overrides) -> str:
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["pd_exec_line"] = sd.exec_line
+    env.filters["bool"] = bool
+    port = plan["router"]["settings"]["port"]
+    values = {
+        **defaults, "ansible_managed": "managed", "pd_plan": plan,
+        "_vllm_router_host_plan": plan["router"]["hosts"][0],
+        "_vllm_router_venv": f"/opt/vllm-router/{defaults['vllm_router_version']}",
+        "_vllm_router_low_port": min(port, plan["router"]["settings"]["metrics_port"]) < 1024,
+        **overrides,
+    }
+    return env.get_template("vllm-router.service.j2").render(values)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("port", [8000, 443])
+def test_router_unit_exposure_is_at_most_3_5(tmp_path, port):
+    plan = build_plan(make_spec(2, 2, router={"port": port, "metrics_port": 29000}))
+    unit = tmp_path / "vllm-router.service"
+    unit.write_text(_render_unit(plan))
+    assert ("CAP_NET_BIND_SERVICE" in unit.read_text()) == (port < 1024)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True, text=True, check=False)
+    overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
+    assert overall, result.stdout + result.stderr
+    score = float(overall[0].split("level for")[1].split(":")[1].split()[0])
+    assert score <= 3.5, result.stdout
