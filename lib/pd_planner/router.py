@@ -11,13 +11,16 @@ import re
 from collections.abc import Mapping
 
 _WORKER = re.compile(r"^\s*--(prefill|decode)\s+(\S+)", re.MULTILINE)
+# Derived from the worker set (decode batch slots): a live removal keeps the
+# running router's limits, the unit carries the new ones to its next start.
+_FOLLOWS_WORKERS = re.compile(r"^\s*--(max-concurrent-requests|queue-size)\s")
 
 
 def unit_settings(unit_text: str) -> str:
-    """The unit without its comments and worker lines: equal settings mean
-    only the worker set differs."""
+    """The unit without its comments, worker lines and the limits derived
+    from the worker set: equal settings mean only the worker set differs."""
     kept = [line for line in (unit_text or "").splitlines()
-            if not line.startswith("#") and not _WORKER.match(line)]
+            if not line.startswith("#") and not _WORKER.match(line) and not _FOLLOWS_WORKERS.match(line)]
     return "\n".join(kept)
 
 

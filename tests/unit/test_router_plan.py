@@ -67,7 +67,8 @@ def test_router_listing_the_plan_is_no_change():
     dropped = set(plan["router"]["workers"]["prefill"]) - set(smaller["router"]["workers"]["prefill"])
     gone = {i["url"] for i in plan["instances"] if i["role"] == "prefill"} - {
         i["url"] for i in smaller["instances"] if i["role"] == "prefill"}
-    assert gone and dropped == {f"{u}@{r}" for u in gone for r in range(2)}
+    ranks = {i["url"]: i["parallelism"]["data_parallel_size"] for i in plan["instances"]}
+    assert gone and dropped == {f"{u}@{r}" for u in gone for r in range(ranks[u])}
 
 
 def test_worker_lines_with_ranks_do_not_count_as_a_settings_change():
@@ -76,6 +77,18 @@ def test_worker_lines_with_ranks_do_not_count_as_a_settings_change():
     fewer = sd.exec_line(["/opt/r/bin/vllm-router", *build_plan(make_spec(1, 2))["router"]["args"]])
     assert unit_settings(line) == unit_settings(fewer)
     assert systemd_split(line)[1:] == plan["router"]["args"]
+    # Decode scale-in changes the derived admission limits, yet stays a live
+    # removal (no router restart); any other setting still counts.
+    pools = copy.deepcopy(make_spec(2, 2)["pools"])
+    two = build_plan(make_spec(2, 4, pools=pools))
+    pools["decode"]["instances"] = 1
+    one = build_plan(make_spec(2, 4, pools=pools))
+    one_args, two_args = one["router"]["args"], two["router"]["args"]
+    assert _flag(one_args, "--max-concurrent-requests") != _flag(two_args, "--max-concurrent-requests")
+    assert unit_settings(sd.exec_line(["/r", *one_args])) == unit_settings(sd.exec_line(["/r", *two_args]))
+    slower = [("30" if a == "5" and one_args[i - 1] == "--health-check-interval-secs" else a)
+              for i, a in enumerate(one_args)]
+    assert unit_settings(sd.exec_line(["/r", *slower])) != unit_settings(sd.exec_line(["/r", *one_args]))
 
 
 def test_no_retry_flag_and_the_old_key_is_refused():
