@@ -228,6 +228,8 @@ def main(argv: list[str]) -> int:
     cli.add_argument("--timeout", type=float, default=300, help="longest wait for one recovery, seconds")
     cli.add_argument("--settle", type=float, default=5, help="requests still counted after a recovery, seconds")
     cli.add_argument("--out", type=Path, help="write the outcomes as JSON here too")
+    cli.add_argument("--list", action="store_true",
+                     help="only show the instances, their units' state and the router's view; send and kill nothing")
     opts = cli.parse_args(argv)
     faults = [f.strip() for f in opts.faults.split(",") if f.strip()]
     unknown = sorted(set(faults) - {"prefill", "decode", "router"})
@@ -247,6 +249,14 @@ def main(argv: list[str]) -> int:
     for url in [router_url, metrics_url, *(w.url for w in workers)]:
         require_lab_address(url, lab.subnet)
     print(f"lab: {len(workers)} instances ({', '.join(w.instance for w in workers)}); router {router_url}")
+    if opts.list:
+        health = router_health(metrics_url)
+        for w in workers:
+            pid, state = unit_state(w.node, w.unit)
+            print(f"  {w.instance:<12} {w.unit} on {w.node}: {state}, main pid {pid}; {w.url}/health "
+                  f"{'200' if http_ok(w.url + '/health') else 'not answering'}; router health gauge "
+                  f"{health.get(w.url, 'absent')}")
+        return 0
 
     loop = RequestLoop(router_url, lab.model, opts.interval)
     loop.start()
