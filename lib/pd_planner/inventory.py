@@ -53,7 +53,8 @@ RETIRED_GROUP = "retired"
 # variable; read from the inventory or -e like the others).
 ALLOW_PUBLIC_VARIABLE = "pd_plan_allow_public_network"
 # Vault variables of features; the planner only learns whether they are set.
-SECRET_VARIABLES = ("pd_router_api_key", "pd_hf_token", "pd_grafana_admin_password")
+SECRET_VARIABLES = ("pd_router_api_key", "pd_hf_token", "pd_grafana_admin_password",
+                    "pd_front_door_api_keys", "pd_front_door_tls_certificate", "pd_front_door_tls_private_key")
 ROUTER_API_KEY_MIN_LENGTH = 16
 # pd_* names that are not planner inputs but may legitimately be in an
 # inventory or in hostvars: the plan fact, role and playbook variables.

@@ -75,6 +75,17 @@ class VllmChoice:
     nullable: bool = True
 
 
+@dataclass(frozen=True)
+class Bounded:
+    """A number of `types` within [low, high] (None: unbounded on that side);
+    null passes when `types` allows it. Bounds also keep absurd values (a
+    billion GPUs on a host) from exhausting the planner."""
+
+    types: tuple
+    low: float | None = None
+    high: float | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class Options:
     """A nested option table, normalized like a top-level one."""
@@ -91,6 +102,11 @@ class _Json:
 
 
 JSON = _Json()
+PORT = Bounded(INT, 1, 65535)
+OPT_PORT = Bounded(OPT_INT, 1, 65535)
+COUNT = Bounded(INT, 1)
+OPT_COUNT = Bounded(OPT_INT, 1)
+OPT_SIZE = Bounded(OPT_INT, 0)
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 # Environment values are written into systemd environment files: strings or
 # numbers; a YAML true/false would arrive as Python's True/False.
@@ -154,50 +170,50 @@ def vllm_choices(flag: str, version: str) -> tuple[str, tuple]:
 
 OFFLOAD_OPTIONS: dict[str, tuple] = {
     "offload_backend": (VllmChoice("--offload-backend"), None, "vLLM default auto"),
-    "cpu_offload_gb": (OPT_NUM, None, "UVA offload, GiB per GPU"),
+    "cpu_offload_gb": (Bounded(OPT_NUM, 0), None, "UVA offload, GiB per GPU"),
     "cpu_offload_params": (ListOf(STR), [], "parameter name segments for UVA offload"),
-    "offload_group_size": (OPT_INT, None, "prefetch offload: group every N layers"),
-    "offload_num_in_group": (OPT_INT, None, "prefetch offload: layers offloaded per group"),
-    "offload_prefetch_step": (OPT_INT, None, "prefetch offload: layers prefetched ahead"),
+    "offload_group_size": (OPT_SIZE, None, "prefetch offload: group every N layers"),
+    "offload_num_in_group": (OPT_SIZE, None, "prefetch offload: layers offloaded per group"),
+    "offload_prefetch_step": (OPT_SIZE, None, "prefetch offload: layers prefetched ahead"),
     "offload_params": (ListOf(STR), [], "parameter name segments for prefetch offload"),
 }
 
 # Pool shape: group_vars/<pool>.yml `pd_pool`.
 POOL_OPTIONS: dict[str, tuple] = {
-    "instances": (OPT_INT, None, "instance count; default: as many as the pool's GPUs hold"),
-    "gpus_per_instance": (INT, None, "GPUs of one instance (required)"),
-    "tensor_parallel_size": (INT, 1, "vLLM -tp"),
-    "pipeline_parallel_size": (INT, 1, "vLLM -pp"),
-    "data_parallel_size": (INT, 1, "vLLM -dp (spans hosts for instances larger than a host)"),
+    "instances": (OPT_COUNT, None, "instance count; default: as many as the pool's GPUs hold"),
+    "gpus_per_instance": (COUNT, None, "GPUs of one instance (required)"),
+    "tensor_parallel_size": (COUNT, 1, "vLLM -tp"),
+    "pipeline_parallel_size": (COUNT, 1, "vLLM -pp"),
+    "data_parallel_size": (COUNT, 1, "vLLM -dp (spans hosts for instances larger than a host)"),
     "expert_parallel": (BOOL, False, "vLLM --enable-expert-parallel"),
     "kv_role": (Choice(("kv_producer", "kv_consumer", "kv_both")), None,
                 "default by pool: prefill kv_producer, decode kv_consumer"),
     "kv_buffer_device": (Choice(("cuda", "cpu")), None, "vLLM default cuda"),
     "kv_connector_extra_config": (MapOf(JSON), {}, "merged into kv_connector_extra_config"),
     "kv_transfer_config": (MapOf(JSON), {}, "extra top-level kv-transfer-config fields"),
-    "http_port": (OPT_INT, None, "first HTTP port on a host; +1 per packed instance"),
-    "nixl_side_channel_port": (OPT_INT, None, "first NIXL side-channel port; +data_parallel_size per packed instance"),
-    "dp_rpc_port": (OPT_INT, None, "first data-parallel RPC port; +1 per packed instance"),
-    "kv_port": (OPT_INT, None, "first P2pNccl kv_port (legacy connector only)"),
+    "http_port": (OPT_PORT, None, "first HTTP port on a host; +1 per packed instance"),
+    "nixl_side_channel_port": (OPT_PORT, None, "first NIXL side-channel port; +data_parallel_size per packed instance"),
+    "dp_rpc_port": (OPT_PORT, None, "first data-parallel RPC port; +1 per packed instance"),
+    "kv_port": (OPT_PORT, None, "first P2pNccl kv_port (legacy connector only)"),
     "kv_buffer_size": (OPT_STR, None, "P2pNccl kv_buffer_size, e.g. '4e9' (legacy connector only)"),
     "quantization": (VllmChoice("--quantization"), None, "vLLM -q; leave unset to use the checkpoint's own method"),
     "max_model_len": ((int, str, type(None)), None, "vLLM --max-model-len (65536, '64k', 'auto')"),
-    "gpu_memory_utilization": (OPT_NUM, None, "vLLM --gpu-memory-utilization (vLLM default 0.92)"),
+    "gpu_memory_utilization": (Bounded(OPT_NUM, 0, 1), None, "vLLM --gpu-memory-utilization (vLLM default 0.92)"),
     "kv_cache_dtype": (VllmChoice("--kv-cache-dtype"), None, "vLLM --kv-cache-dtype, e.g. fp8"),
     "enable_eplb": (BOOL, False, "vLLM --enable-eplb (needs expert_parallel)"),
     "eplb_config": (MapOf(JSON), {}, "vLLM --eplb-config JSON"),
     "enable_dbo": (BOOL, False, "vLLM --enable-dbo (needs a DeepEP/NIXL-EP all2all_backend)"),
     "all2all_backend": (VllmChoice("--all2all-backend"), None, "vLLM --all2all-backend"),
-    "dbo_decode_token_threshold": (OPT_INT, None, "vLLM --dbo-decode-token-threshold"),
-    "dbo_prefill_token_threshold": (OPT_INT, None, "vLLM --dbo-prefill-token-threshold"),
-    "max_cudagraph_capture_size": (OPT_INT, None, "vLLM --max-cudagraph-capture-size"),
-    "cudagraph_capture_sizes": (ListOf(INT), [], "vLLM --cudagraph-capture-sizes"),
+    "dbo_decode_token_threshold": (OPT_COUNT, None, "vLLM --dbo-decode-token-threshold"),
+    "dbo_prefill_token_threshold": (OPT_COUNT, None, "vLLM --dbo-prefill-token-threshold"),
+    "max_cudagraph_capture_size": (OPT_COUNT, None, "vLLM --max-cudagraph-capture-size"),
+    "cudagraph_capture_sizes": (ListOf(Bounded(INT, 1)), [], "vLLM --cudagraph-capture-sizes"),
     "compilation_config": (MapOf(JSON), {}, "vLLM -cc JSON"),
     "moe_backend": (VllmChoice("--moe-backend"), None, "vLLM --moe-backend"),
     "enforce_eager": (BOOL, False, "vLLM --enforce-eager"),
     "trust_remote_code": (BOOL, False, "vLLM --trust-remote-code"),
     "offload": (Options(OFFLOAD_OPTIONS, "pd_pool.offload"), {}, "weight offload to host memory (see pd_pool.offload)"),
-    "runtime_reserve_gb": (NUM, 8, "GB per GPU kept for activations and CUDA graphs in capacity math"),
+    "runtime_reserve_gb": (Bounded(NUM, 0), 8, "GB per GPU kept for activations and CUDA graphs in capacity math"),
     "extra_args": (MapOf(FLAG_VALUE), {},
                    "escape hatch: {'--flag': value}; true for a bare flag, a list repeats values"),
     "env": (ENV_MAP, {}, "extra environment for this pool's workers"),
@@ -243,9 +259,9 @@ ROUTER_OPTIONS: dict[str, tuple] = {
 
 # pd_monitoring
 MONITORING_OPTIONS: dict[str, tuple] = {
-    "prometheus_port": (INT, 9090, "Prometheus web port"),
+    "prometheus_port": (PORT, 9090, "Prometheus web port"),
     "scrape_interval": (STR, "15s", "Prometheus scrape and rule evaluation interval"),
-    "dcgm_exporter_port": (INT, 9400, "dcgm-exporter port on every GPU node"),
+    "dcgm_exporter_port": (PORT, 9400, "dcgm-exporter port on every GPU node"),
     # The article's published DeepSeek R1 figures on GB200 (tokens/GPU/s),
     # drawn next to the measured ones.
     "tpgs_reference_prefill": (NUM, 26200, "published prefill tokens per GPU per second"),
@@ -261,7 +277,7 @@ MONITORING_OPTIONS: dict[str, tuple] = {
     "alert_for": (STR, "10m", "how long a capacity or latency condition must hold"),
     "alert_down_for": (STR, "2m", "how long a target must be down"),
     "grafana_enabled": (BOOL, True, "deploy Grafana provisioning"),
-    "grafana_port": (INT, 3000, "Grafana web port"),
+    "grafana_port": (PORT, 3000, "Grafana web port"),
 }
 
 # Cluster-wide scalar settings (group_vars/all), by spec key; whether one is
@@ -281,12 +297,12 @@ HOST_OPTIONS: dict[str, tuple] = {
     "ansible_host": (OPT_STR, None, "ansible_host"),
     "fact_addresses": (ListOf(STR), [], "cached ansible_all_ipv4_addresses"),
     "gpu_profile": (OPT_STR, None, "pd_gpu_profile: platform from the catalog"),
-    "gpus": (OPT_INT, None, "pd_gpus: device count, overrides the profile's"),
-    "cpu_cores": (ListOf(INT), [], "pd_cpu_cores: CPU cores standing in for devices (lab)"),
+    "gpus": (Bounded(OPT_INT, 1, 128), None, "pd_gpus: device count, overrides the profile's"),
+    "cpu_cores": (ListOf(Bounded(INT, 0)), [], "pd_cpu_cores: CPU cores standing in for devices (lab)"),
     "imex_domain": (OPT_STR, None, "pd_imex_domain: NVLink/IMEX domain (GB200 rack)"),
     "ucx_net_devices": (OPT_STR, None, "pd_ucx_net_devices: UCX_NET_DEVICES for this host"),
     "instance_names": (ListOf(STR), [], "pd_instance_names: explicit names of instances led here"),
-    "kv_ranks": (ListOf(INT), [], "pd_kv_ranks: explicit kv ranks of instances led here"),
+    "kv_ranks": (ListOf(Bounded(INT, 0)), [], "pd_kv_ranks: explicit kv ranks of instances led here"),
 }
 
 
@@ -302,6 +318,8 @@ def _type_names(spec) -> str:
         return f"list of ({_type_names(spec.item)})"
     if isinstance(spec, MapOf):
         return "mapping" if spec.value is JSON else f"mapping of {spec.key_meaning} to {_type_names(spec.value)}"
+    if isinstance(spec, Bounded):
+        return _bounded_names(spec)
     if isinstance(spec, AnyOf):
         return spec.meaning or " or ".join(_type_names(t) for t in spec.types)
     if isinstance(spec, Choice):
@@ -311,6 +329,18 @@ def _type_names(spec) -> str:
     if isinstance(spec, Options):
         return f"mapping (see {spec.name})" if spec.name else "mapping"
     return "JSON value (mapping with string keys, list, string, number, boolean or null)"
+
+
+def _bounded_names(spec: Bounded) -> str:
+    kinds = [t for t in spec.types if t is not type(None)]
+    words = _type_names(tuple(kinds))
+    if spec.low is not None and spec.high is not None:
+        words += f" {spec.low}-{spec.high}"
+    elif spec.low is not None:
+        words += f", at least {spec.low}"
+    elif spec.high is not None:
+        words += f", at most {spec.high}"
+    return words + (" or null" if type(None) in spec.types else "")
 
 
 def _wrong(path: str, value: object, spec) -> PlanError:
@@ -334,6 +364,13 @@ def check_value(value: object, spec, path: str, context: dict | None = None):
     if isinstance(spec, tuple):
         if not _leaf_ok(value, spec):
             raise _wrong(path, value, spec)
+        return value
+    if isinstance(spec, Bounded):
+        if not _leaf_ok(value, spec.types):
+            raise _wrong(path, value, spec)
+        if value is not None and ((spec.low is not None and value < spec.low)
+                                  or (spec.high is not None and value > spec.high)):
+            raise PlanError(f"{path} is {value}; valid: {_bounded_names(spec)}")
         return value
     if isinstance(spec, ListOf):
         if not isinstance(value, list):
@@ -435,6 +472,8 @@ def normalize(values: object, options: dict[str, tuple], variable: str, *,
 def _accepts_none(spec) -> bool:
     if isinstance(spec, tuple):
         return type(None) in spec
+    if isinstance(spec, Bounded):
+        return type(None) in spec.types
     if isinstance(spec, (Choice, VllmChoice)):
         return spec.nullable
     return False

@@ -173,7 +173,25 @@ def test_connector_given_as_a_list():
 def test_host_variable_of_the_wrong_type_names_the_inventory_variable():
     spec = make_spec()
     spec["hosts"]["prefill-tray-000"]["cpu_cores"] = "0-3"
-    _fails(spec, "host prefill-tray-000: pd_cpu_cores is '0-3' (str)", "expected list of (integer)")
+    _fails(spec, "host prefill-tray-000: pd_cpu_cores is '0-3' (str)", "expected list of (integer, at least 0)")
+
+
+def test_a_billion_gpus_on_a_host_is_refused_before_any_layout():
+    # Unbounded, this value made the planner allocate until the kernel killed it.
+    spec = make_spec()
+    spec["hosts"]["prefill-tray-000"]["gpus"] = 10**9
+    _fails(spec, "host prefill-tray-000: pd_gpus is 1000000000; valid: integer 1-128")
+
+
+def test_negative_cpu_core():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-000"]["cpu_cores"] = [0, -1]
+    _fails(spec, "host decode-tray-000: pd_cpu_cores[1] is -1; valid: integer, at least 0")
+
+
+def test_pool_port_out_of_range_names_the_option():
+    _fails(make_spec(pools=_pools(decode={"http_port": 0})),
+           "pd_pool (decode).http_port is 0; valid: integer 1-65535 or null")
 
 
 def test_pool_shape_that_is_not_a_mapping():
@@ -186,6 +204,10 @@ def _wrong_values(spec_type) -> list:
     kinds = ["text", 7, 0.5, True, None, [1], {"k": 1}]
     if isinstance(spec_type, tuple):
         return [v for v in kinds if not schema._leaf_ok(v, spec_type)]
+    if isinstance(spec_type, schema.Bounded):
+        beyond = [spec_type.low - 1] if spec_type.low is not None else []
+        beyond += [spec_type.high + 1] if spec_type.high is not None else []
+        return [v for v in kinds if not schema._leaf_ok(v, spec_type.types)] + beyond
     if isinstance(spec_type, (schema.ListOf,)):
         return ["text", 7, {"k": 1}]
     if isinstance(spec_type, (schema.MapOf, schema.Options)):
