@@ -36,6 +36,7 @@ help:
 	@echo "make test       every test (lint, unit, real vLLM parser, molecule)"
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
+	@echo "make size ISL=2048 OSL=2048 [PREFILL_GPUS=8 DECODE_GPUS=8]  prefill:decode GPU ratio"
 	@echo "make bench      planner benchmark (288 GB200 trays), render of an 18-host rack"
 	@echo "make bench-serve [BENCH_SERVE_OUT=dir]  load sweep on the live lab (make lab first): docs/benchmarks.md"
 
@@ -158,6 +159,14 @@ RENDER_DIR ?= render
 render: venv
 	$(BIN)/ansible-playbook playbooks/render.yml -i $(INVENTORY) -e render_dir=$(abspath $(RENDER_DIR)) \
 		$(if $(filter undefined,$(origin RENDER_HOSTS)),,-e render_hosts=$(RENDER_HOSTS))
+
+# Prefill:decode GPU ratio for mean input/output lengths from the published
+# GB200 rates: make size ISL=2048 OSL=2048 [PREFILL_GPUS=8 DECODE_GPUS=8].
+.PHONY: size
+size: venv
+	$(BIN)/python -c 'import sys; from pd_planner.sizing import main; sys.exit(main(sys.argv[1:]))' \
+		--isl $(ISL) --osl $(OSL) \
+		$(if $(PREFILL_GPUS),--prefill-gpus $(PREFILL_GPUS)) $(if $(DECODE_GPUS),--decode-gpus $(DECODE_GPUS))
 
 # PD_RENDER_BEFORE_S: the rack render's wall time before the bulk render
 # (503 s measured on this 2-core machine, shared), printed beside today's.

@@ -32,6 +32,10 @@ CLUSTER_MEANING = {
     "pd_ucx_tls": "UCX_TLS for NIXL; unset lets UCX choose",
     "pd_kv_shared_storage_path": "directory both pools share (ExampleConnector only)",
     "pd_vllm_install_root": "directory holding one vLLM venv per version (default /opt/vllm; absolute)",
+    "pd_imex_domains": "every tray's address per IMEX/NVLink domain (the rack), serving or not: the nodes_config.cfg "
+                       "lists, so adding a tray to a pool changes no IMEX file",
+    "pd_workload": "expected {isl, osl} tokens per request; the plan warns when the prefill:decode GPU ratio "
+                   "is far from what the published per-GPU rates imply (make size)",
     "pd_serving": "serving mode: units (default) or rayserve, and the Ray cluster's settings (see below)",
 }
 

@@ -3,13 +3,15 @@
 build_plan composes one module per concern, in this order:
   validate.py    settings, groups, hosts, pools: new normalized values, held
                  frozen in cluster.py's Cluster
-  vllm_args.py   rules by vLLM release; kv-transfer-config, serve_args, env, launcher
+  vllm_args.py   rules by vLLM release (parser and engine-start rules, vllm_rules.py);
+                 kv-transfer-config, serve_args, env, launcher
   placement.py   hosts and GPU/core sets, instance names, kv and DP ranks
   capacity.py    per-GPU memory fit
   ports.py       every port number, and the one collision check
   routing.py     vllm-router argv, URLs and worker set
   scrape.py      Prometheus jobs
   topology.py    IMEX domains and the per-host index
+  sizing.py      prefill:decode GPU ratio against pd_workload
 
 `build_plan(spec)` is pure: same spec, same plan, byte for byte. It raises
 PlanError on input that could not be deployed, before anything touches a host.
@@ -27,10 +29,10 @@ spec = {
 
 from __future__ import annotations
 
-from . import placement, ports, rayserve, routing, scrape, topology, validate
+from . import placement, ports, rayserve, routing, scrape, sizing, topology, validate
 from .cluster import POOLS, Cluster
 from .network import cluster_network, pick_address
-from .vllm_args import check_version_and_connector
+from .vllm_args import check_runtime_rules, check_version_and_connector
 
 SCHEMA_VERSION = 1
 
@@ -71,17 +73,21 @@ def build_plan(spec: dict) -> dict:
     """Turn a normalized inventory spec into the deployment plan (see module doc)."""
     warnings: list[str] = []
     cluster = validated_cluster(spec, warnings)
+    runtime_rules = check_runtime_rules(cluster, warnings)
     layouts = placement.choose_layouts(cluster, warnings)
     instances = placement.build_instances(cluster, layouts, warnings)
     router_plan = routing.router_plan(cluster, instances, warnings)
     port_owners = ports.claim_all(cluster, instances, router_plan)
-    imex = topology.imex_domains(cluster)
+    imex = topology.imex_domains(cluster, spec.get("imex_domains"), warnings)
+    topology.check_instances_in_one_domain(cluster, instances, imex)
     model_profile = cluster.model_profile
     plan = {
         "schema_version": SCHEMA_VERSION,
         "vllm_version": cluster.vllm["version"],
         "vllm": cluster.vllm,
         "connector": cluster.connector,
+        # Engine-start rules checked, and the vLLM release they were read from.
+        "runtime_rules": runtime_rules,
         "model": {
             **cluster.model,
             "capacity_profile": model_profile["name"] if model_profile else None,
@@ -94,6 +100,8 @@ def build_plan(spec: dict) -> dict:
         "router": router_plan,
         "scrape": scrape.scrape(cluster, instances, router_plan),
         "imex_domains": imex,
+        # pd_workload against the pools' GPUs (sizing.py; null when unset).
+        "sizing": sizing.plan_sizing(spec.get("workload"), instances, warnings),
         "hosts": topology.host_index(cluster, instances, port_owners, imex),
         "warnings": warnings,
     }

@@ -14,6 +14,7 @@ throughput falls with longer contexts and tighter latency targets, so the
 ratio is a starting point to measure from, not a guarantee.
 
     python -m pd_planner.sizing --isl 2048 --osl 2048 [--prefill-gpus 8 --decode-gpus 8]
+    make size ISL=2048 OSL=2048 [PREFILL_GPUS=8 DECODE_GPUS=8]
 """
 
 from __future__ import annotations
@@ -107,6 +108,30 @@ def report(isl: float, osl: float, prefill_gpus: int | None = None, decode_gpus:
             f"{prefill_gpus + decode_gpus} GPUs balance near {balanced[0]} prefill : {balanced[1]} decode"
         )
     return result
+
+
+WORKLOAD_KEYS = ("isl", "osl")
+
+
+def plan_sizing(workload: object, instances: list[dict], warnings: list) -> dict | None:
+    """The plan's `sizing`: pd_workload ({isl, osl}) against the inventory's
+    prefill and decode GPUs, and a warning when the ratio is far off. None
+    when pd_workload is unset."""
+    if workload in (None, {}):
+        return None
+    if not isinstance(workload, dict) or set(workload) - set(WORKLOAD_KEYS) or set(WORKLOAD_KEYS) - set(workload):
+        raise PlanError(f"pd_workload is {workload!r}; valid: {{isl: <mean input tokens>, "
+                        "osl: <mean output tokens>}, both numbers above 0")
+    gpus = {pool: sum(inst["gpus_total"] for inst in instances if inst["pool"] == pool)
+            for pool in ("prefill", "decode")}
+    try:
+        result = report(workload["isl"], workload["osl"], gpus["prefill"] or None, gpus["decode"] or None)
+    except PlanError as exc:
+        raise PlanError(f"pd_workload: {exc}") from None
+    if result["warning"]:
+        warnings.append(f"pd_workload: {result['warning']} (make size ISL=.. OSL=..; docs/gb200-layout.md)")
+    return {key: value for key, value in result.items() if key not in ("text", "warning")} | {
+        "summary": result["text"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from . import catalog
-from .cluster import Cluster
+from . import catalog, vllm_rules
+from .cluster import POOLS, Cluster
 from .errors import PlanError
 from .versions import parse_version, version_in_range
 
@@ -84,6 +84,40 @@ def check_kv_transfer_fields(var: str, fields: dict, version: tuple) -> None:
                 f"{var}.kv_transfer_config.{key} is computed by the planner; "
                 "use pd_kv_connector, kv_role or kv_connector_extra_config instead"
             )
+
+
+def check_runtime_rules(cluster: Cluster, warnings: list) -> dict:
+    """What the pinned vLLM refuses or ignores only when the engine starts
+    (vllm_rules.py, read from each release's source): every refusal of every
+    pool in one PlanError, the warnings appended. Returns the plan's
+    `runtime_rules`: the release whose source the rules came from, for which
+    pinned version, and the file:line of each rule."""
+    errors: list[str] = []
+    version = cluster.vllm["version"]
+    max_len = (cluster.model_profile or {}).get("max_model_len")
+    for pool_name in POOLS:
+        hosts = cluster.groups[pool_name]
+        if not hosts:
+            continue
+        pool = cluster.pools[pool_name]
+        profile = cluster.profiles[hosts[0]]
+        findings = vllm_rules.pool_findings(
+            version, pool_name, pool, model_max_len=max_len,
+            gpu_memory_gb=profile["gpu_memory_gb"], device=profile["device"])
+        spans = -(-pool["gpus_per_instance"] // profile["gpus"])
+        findings += vllm_rules.multinode_findings(
+            pool_name, {**cluster.worker_env, **pool["env"]}, spans, bool(profile["imex"]))
+        pool_errors, pool_warnings = vllm_rules.errors_and_warnings(findings)
+        errors += pool_errors
+        warnings.extend(pool_warnings)
+    if errors:
+        raise PlanError("\n".join(errors))
+    read_from = vllm_rules.rules_version(version)
+    return {
+        "pinned": version,
+        "read_from": read_from,
+        "sources": {rule: f"vLLM {read_from} {where}" for rule, where in vllm_rules.SOURCES[read_from].items()},
+    }
 
 
 def vllm_host(device: str, version: str, install_root: str) -> dict:

@@ -82,10 +82,10 @@ def test_file_sd_labels_every_worker_target(gb200_plan):
     sd = monitoring.file_sd(gb200_plan)
     assert set(sd) == {"vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus"}
     prefill = sd["vllm-prefill"]
-    assert [e["labels"]["instance"] for e in prefill] == ["prefill-0", "prefill-1", "prefill-2", "prefill-3"]
+    assert [e["labels"]["instance"] for e in prefill] == ["prefill-0", "prefill-1"]
     assert all({"pool", "instance", "kv_rank", "host", "gpus"} <= set(e["labels"]) for e in prefill)
     assert sd["vllm-decode"] == [{"targets": ["10.20.0.13:8200"], "labels": {
-        "pool": "decode", "instance": "decode-0", "kv_rank": "4", "host": "gb200-tray-03", "gpus": "8"}}]
+        "pool": "decode", "instance": "decode-0", "kv_rank": "2", "host": "gb200-tray-03", "gpus": "8"}}]
 
 
 def test_plan_rules_follow_the_plan_when_it_grows(gb200_spec):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import gb200_pools, make_spec
 from pd_planner import PlanError, build_plan
 from pd_planner.inventory import spec_from_inventory
@@ -19,8 +21,15 @@ def _fails(spec: dict, *fragments: str) -> str:
     return message
 
 
+# The article's 2-GPU prefill shape (opt-in profile): two instances per tray,
+# weight offload; most layout refusals below are phrased for it.
+PREFILL_2GPU = Path(__file__).resolve().parents[2] / "inventories/profiles/gb200-prefill-2gpu-offload.yml"
+
+
 def _pools(**changes) -> dict:
+    """The sample's decode pool and the 2-GPU offload prefill profile."""
     pools = gb200_pools()
+    pools["prefill"] = yaml.safe_load(PREFILL_2GPU.read_text())["pd_pool"]
     for pool, values in changes.items():
         pools[pool].update(values)
     return pools
@@ -74,7 +83,7 @@ def test_port_collision_with_router_on_a_shared_host():
 
 
 def test_duplicate_explicit_names():
-    spec = make_spec()
+    spec = make_spec(pools=_pools())
     spec["hosts"]["prefill-tray-000"]["instance_names"] = ["hot", "hot"]
     _fails(spec, "duplicate instance name hot")
 
@@ -94,7 +103,7 @@ def test_duplicate_explicit_ranks():
 def test_rank_out_of_range():
     spec = make_spec()
     spec["hosts"]["decode-tray-000"]["kv_ranks"] = [9]
-    _fails(spec, "pd_kv_ranks entry 9", "0..4")
+    _fails(spec, "pd_kv_ranks entry 9", "0..2")
 
 
 def test_unknown_connector():
@@ -121,19 +130,56 @@ def test_kv_rank_through_kv_transfer_config_is_refused_even_when_accepted():
 
 
 def test_eplb_without_expert_parallelism():
-    spec = make_spec(pools=_pools(prefill={"expert_parallel": False, "all2all_backend": None}))
+    spec = make_spec(pools=_pools(prefill={"enable_eplb": True, "offload": {}, "expert_parallel": False,
+                                           "all2all_backend": None}))
     _fails(spec, "pd_pool (prefill): enable_eplb needs expert parallelism", "expert_parallel: true")
 
 
 def test_eplb_on_a_single_gpu_instance():
-    pools = _pools(prefill={"gpus_per_instance": 1, "data_parallel_size": 1, "offload": {}})
+    pools = _pools(prefill={"gpus_per_instance": 1, "data_parallel_size": 1, "offload": {}, "enable_eplb": True})
     _fails(make_spec(pools=pools, model={"served_name": "m", "path": "/m"}), "larger than one GPU")
 
 
-def test_dbo_without_a_deepep_backend():
-    spec = make_spec(pools=_pools(decode={"all2all_backend": "allgather_reducescatter"}))
-    _fails(spec, "pd_pool (decode): enable_dbo needs all2all_backend in deepep_low_latency",
-           "'allgather_reducescatter'")
+def test_dbo_with_a_backend_that_does_not_allow_it():
+    spec = make_spec(pools=_pools(decode={"enable_dbo": True, "all2all_backend": "allgather_reducescatter"}))
+    _fails(spec, "pd_pool (decode)", "enable_dbo needs all2all_backend in", "nixl_ep", "allgather_reducescatter")
+
+
+def test_dbo_with_deepep_is_refused_because_deepep_is_not_installed():
+    """DBO accepts DeepEP, but the vllm role installs no DeepEP: the runtime
+    rules refuse the backend and name the ones that work."""
+    spec = make_spec(pools=_pools(decode={"enable_dbo": True, "all2all_backend": "deepep_low_latency"}))
+    _fails(spec, "pd_pool (decode).all2all_backend: deepep_low_latency needs the deep_ep package",
+           "neither DeepEP nor NVSHMEM", "allgather_reducescatter, flashinfer_nvlink_two_sided",
+           "(vLLM 0.33.0 vllm/distributed/device_communicators/all2all.py:207)")
+
+
+@pytest.mark.parametrize(("version", "line"), [("0.33.0", "all2all.py:207"), ("0.34.0", "all2all.py:209")])
+def test_deepep_on_both_pools_is_refused_in_one_message_naming_the_release(version, line):
+    spec = make_spec(pools=_pools(prefill={"all2all_backend": "deepep_high_throughput"},
+                                  decode={"all2all_backend": "deepep_low_latency"}), vllm_version=version)
+    message = _fails(spec, "pd_pool (prefill).all2all_backend: deepep_high_throughput",
+                     "pd_pool (decode).all2all_backend: deepep_low_latency", f"vLLM {version}")
+    assert message.count(line) == 2
+
+
+def test_unknown_all2all_backend_names_the_valid_ones():
+    spec = make_spec(pools=_pools(decode={"all2all_backend": "deepep_turbo"}))
+    _fails(spec, "all2all_backend", "deepep_turbo", "allgather_reducescatter")
+
+
+def test_eplb_with_prefetch_weight_offload_is_refused():
+    """The article's 2-GPU prefill with EPLB: expert rows moved in place in
+    buffers the offloader refills from CPU copies (read from the source)."""
+    spec = make_spec(pools=_pools(prefill={"enable_eplb": True}))
+    _fails(spec, "pd_pool (prefill).enable_eplb: EPLB cannot be combined with prefetch weight offload",
+           "Disable enable_eplb or the offload", "prefetch.py")
+
+
+def test_max_model_len_above_the_models_maximum_context():
+    spec = make_spec(pools=_pools(decode={"max_model_len": 163841}))
+    _fails(spec, "pd_pool (decode).max_model_len: 163841 exceeds the model's maximum context 163840",
+           "Use at most 163840")
 
 
 def test_node_without_an_address_in_the_cluster_network():
@@ -200,7 +246,8 @@ def test_offload_beyond_host_memory():
 
 
 def test_max_model_len_beyond_kv_capacity():
-    spec = make_spec(pools=_pools(decode={"max_model_len": "160M"}))
+    # Within R1's 163840 positions, but 0.414 of 186 GB leaves ~2.4 GB of KV cache.
+    spec = make_spec(pools=_pools(decode={"max_model_len": 131072, "gpu_memory_utilization": 0.414}))
     _fails(spec, "pool decode: max_model_len", "exceeds the", "vLLM would refuse to start")
 
 
@@ -233,7 +280,7 @@ def test_version_older_than_known():
 
 
 def test_cudagraph_sizes_that_disagree():
-    spec = make_spec(pools=_pools(decode={"cudagraph_capture_sizes": [1, 2, 4]}))
+    spec = make_spec(pools=_pools(decode={"max_cudagraph_capture_size": 2048, "cudagraph_capture_sizes": [1, 2, 4]}))
     _fails(spec, "max_cudagraph_capture_size 2048 differs from the largest of cudagraph_capture_sizes (4)")
 
 
@@ -278,3 +325,40 @@ def test_errors_leave_the_spec_untouched():
     with pytest.raises(PlanError):
         build_plan(spec)
     assert spec == before
+
+
+# --- IMEX domains and the workload ------------------------------------------
+RACK_A = [f"10.20.{10 + i // 250}.{i % 250 + 1}" for i in range(4)] + [f"10.20.40.{i}" for i in range(1, 5)]
+
+
+def test_instance_spanning_two_imex_domains_is_refused():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-001"]["imex_domain"] = "nvl72-b"
+    _fails(spec, "instance decode-0 spans trays of two IMEX domains",
+           "decode-tray-000 in nvl72-a, decode-tray-001 in nvl72-b", "share one NVLink domain")
+
+
+def test_serving_tray_missing_from_its_declared_imex_domain():
+    spec = make_spec(imex_domains={"nvl72-a": [a for a in RACK_A if a != "10.20.40.2"]})
+    _fails(spec, "host decode-tray-001 (10.20.40.2) is not listed in pd_imex_domains.nvl72-a",
+           "list every tray of the rack")
+
+
+def test_pd_imex_domain_not_declared():
+    spec = make_spec(imex_domains={"nvl72-b": RACK_A})
+    _fails(spec, "pd_imex_domain nvl72-a of host prefill-tray-000 is not in pd_imex_domains", "valid: nvl72-b")
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (["10.20.10.1"], "pd_imex_domains is list"),
+    ({"nvl72-a": []}, "pd_imex_domains.nvl72-a is []"),
+    ({"nvl72-a": ["tray-1"]}, "pd_imex_domains.nvl72-a lists 'tray-1'; valid: IPv4 addresses"),
+    ({"nvl72-a": RACK_A, "nvl72-b": ["10.20.10.1"]}, "pd_imex_domains lists 10.20.10.1 in nvl72-a and nvl72-b"),
+])
+def test_bad_pd_imex_domains(value, fragment):
+    _fails(make_spec(imex_domains=value), fragment)
+
+
+@pytest.mark.parametrize("value", [{"isl": 2048}, {"isl": 2048, "osl": 0}, {"isl": "long", "osl": 1}, [2048, 2048]])
+def test_bad_pd_workload(value):
+    _fails(make_spec(workload=value), "pd_workload", "valid:")

@@ -22,25 +22,32 @@ def _flag(args: list[str], flag: str) -> str:
 
 
 # --- the gb200 sample: the issue's "done when" -----------------------------
-def test_gb200_prefill_ranks_two_per_tray_on_disjoint_gpu_pairs(gb200_spec):
+def test_gb200_prefill_is_one_dp4_ep_instance_per_tray_without_offload(gb200_spec):
     plan = build_plan(gb200_spec)
     prefill = [i for i in plan["instances"] if i["role"] == "prefill"]
-    assert [i["kv_rank"] for i in prefill] == [0, 1, 2, 3]
-    assert [i["name"] for i in prefill] == ["prefill-0", "prefill-1", "prefill-2", "prefill-3"]
+    assert [i["kv_rank"] for i in prefill] == [0, 1]
+    assert [i["name"] for i in prefill] == ["prefill-0", "prefill-1"]
     by_host: dict[str, list] = {}
     for inst in prefill:
         assert len(inst["nodes"]) == 1
         node = inst["nodes"][0]
         by_host.setdefault(node["host"], []).append(node["gpus"])
         assert node["env"]["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, node["gpus"]))
-    assert by_host == {"gb200-tray-01": [[0, 1], [2, 3]], "gb200-tray-02": [[0, 1], [2, 3]]}
+        args = node["serve_args"]
+        assert _flag(args, "--data-parallel-size") == "4" and "--enable-expert-parallel" in args
+        # The measured recipe's flags: no DeepEP, no EPLB, no offload, large steps, NUMA binding.
+        assert _flag(args, "--all2all-backend") == "allgather_reducescatter"
+        assert _flag(args, "--max-num-batched-tokens") == "65536"
+        assert "--enforce-eager" in args and "--numa-bind" in args
+        assert not {"--enable-eplb", "--enable-dbo", "--offload-backend", "--trust-remote-code"} & set(args)
+    assert by_host == {"gb200-tray-01": [[0, 1, 2, 3]], "gb200-tray-02": [[0, 1, 2, 3]]}
 
 
 def test_gb200_decode_spans_two_trays_leader_and_headless_follower(gb200_spec):
     plan = build_plan(gb200_spec)
     decode = _by_name(plan)["decode-0"]
-    assert decode["kv_rank"] == 4
-    assert decode["kv_parallel_size"] == 5 == plan["kv_parallel_size"]
+    assert decode["kv_rank"] == 2
+    assert decode["kv_parallel_size"] == 3 == plan["kv_parallel_size"]
     leader, follower = decode["nodes"]
     assert (leader["host"], follower["host"]) == ("gb200-tray-03", "gb200-tray-04")
     assert leader["leader"] and not follower["leader"]
@@ -54,8 +61,14 @@ def test_gb200_decode_spans_two_trays_leader_and_headless_follower(gb200_spec):
         assert _flag(args, "--data-parallel-address") == leader["address"]
         assert _flag(args, "--data-parallel-rpc-port") == str(leader["ports"]["dp_rpc"])
         assert node["gpus"] == [0, 1, 2, 3]
-        assert _flag(args, "--all2all-backend") == "deepep_low_latency"
-        assert "--enable-dbo" in args and "--enable-expert-parallel" in args
+        assert _flag(args, "--all2all-backend") == "allgather_reducescatter"
+        assert "--enable-expert-parallel" in args and "--numa-bind" in args
+        assert not {"--enable-dbo", "--enable-eplb", "--enforce-eager"} & set(args)
+        assert json.loads(_flag(args, "--compilation-config")) == {"cudagraph_mode": "FULL_DECODE_ONLY"}
+        assert _flag(args, "--max-num-seqs") == "1024"
+        # Multi-tray NCCL: NVLink across trays, cuMem, sockets on the cluster interface.
+        assert node["env"]["NCCL_MNNVL_ENABLE"] == node["env"]["NCCL_CUMEM_ENABLE"] == "1"
+        assert node["env"]["GLOO_SOCKET_IFNAME"] == node["env"]["NCCL_SOCKET_IFNAME"] == "enP22p3s0f0np0"
     # NIXL side-channel: each DP rank listens on base + its global rank.
     assert leader["ports"]["nixl_side_channel"] == [5700, 5703]
     assert follower["ports"]["nixl_side_channel"] == [5704, 5707]
@@ -105,12 +118,11 @@ def test_gb200_scrape_targets_are_leaders_with_labels(gb200_spec):
     jobs = {j["job_name"]: j for j in plan["scrape"]["jobs"]}
     assert set(jobs) == {"vllm-prefill", "vllm-decode", "vllm-router", "dcgm", "prometheus"}
     prefill = jobs["vllm-prefill"]["targets"]
-    assert [t["target"] for t in prefill] == [
-        "10.20.0.11:8100", "10.20.0.11:8101", "10.20.0.12:8100", "10.20.0.12:8101"]
-    assert [t["labels"]["kv_rank"] for t in prefill] == ["0", "1", "2", "3"]
+    assert [t["target"] for t in prefill] == ["10.20.0.11:8100", "10.20.0.12:8100"]
+    assert [t["labels"]["kv_rank"] for t in prefill] == ["0", "1"]
     assert jobs["vllm-decode"]["targets"] == [{
         "target": "10.20.0.13:8200",
-        "labels": {"pool": "decode", "instance": "decode-0", "kv_rank": "4", "host": "gb200-tray-03", "gpus": "8"},
+        "labels": {"pool": "decode", "instance": "decode-0", "kv_rank": "2", "host": "gb200-tray-03", "gpus": "8"},
     }]
     assert jobs["vllm-router"]["targets"][0]["target"] == "10.20.0.5:29000"
     # Every GPU tray runs a dcgm-exporter, labelled with its pool.
@@ -127,25 +139,49 @@ def test_lab_nodes_have_no_dcgm_target(lab_spec):
     assert [t["labels"]["instance"] for t in jobs["vllm-prefill"]["targets"]] == ["prefill-0"]
 
 
-def test_gb200_imex_domain_lists_every_tray(gb200_spec):
+def test_gb200_imex_domain_lists_every_tray_of_the_rack(gb200_spec):
+    """nodes_config.cfg is the rack as pd_imex_domains declares it (18
+    trays), not the 4 serving ones."""
     plan = build_plan(gb200_spec)
     assert plan["imex_domains"] == [{
         "name": "nvl72-rack-a",
         "hosts": ["gb200-tray-01", "gb200-tray-02", "gb200-tray-03", "gb200-tray-04"],
-        "addresses": ["10.20.0.11", "10.20.0.12", "10.20.0.13", "10.20.0.14"],
+        "addresses": [f"10.20.0.{n}" for n in range(11, 29)],
     }]
 
 
-def test_gb200_capacity_fits_with_offload(gb200_spec):
+def test_gb200_capacity_fits_without_offload(gb200_spec):
+    """docs/gb200-layout.md's arithmetic: 19 GB dense + 381 GB of NVFP4
+    experts over the EP group, 186 GB x 0.90 usable, 8 GB kept."""
     plan = build_plan(gb200_spec)
     prefill = _by_name(plan)["prefill-0"]["capacity"]
     decode = _by_name(plan)["decode-0"]["capacity"]
-    # NVFP4 on 2 GPUs: 19 GB dense + 381/2 GB experts per GPU, half offloaded.
-    assert prefill["weights_per_gpu_gb"] == pytest.approx(209.5, abs=0.1)
-    assert prefill["offloaded_per_gpu_gb"] == pytest.approx(104.8, abs=0.1)
-    assert prefill["kv_tokens_per_dp_rank"] > 65536
+    assert prefill["weights_per_gpu_gb"] == pytest.approx(19 + 381 / 4, abs=0.1)
+    assert prefill["offloaded_per_gpu_gb"] == 0
+    assert prefill["kv_cache_per_gpu_gb"] == pytest.approx(45.2, abs=0.1)
+    assert decode["weights_per_gpu_gb"] == pytest.approx(19 + 381 / 8, abs=0.1)
     assert decode["offloaded_per_gpu_gb"] == 0
-    assert decode["kv_cache_per_gpu_gb"] > 50
+    assert decode["kv_cache_per_gpu_gb"] == pytest.approx(92.8, abs=0.1)
+
+
+def test_gb200_plan_names_the_vllm_release_its_rules_came_from(gb200_spec):
+    plan = build_plan(gb200_spec)
+    assert plan["vllm_version"] == "0.34.0"
+    rules = plan["runtime_rules"]
+    assert (rules["pinned"], rules["read_from"]) == ("0.34.0", "0.34.0")
+    assert rules["sources"]["deep_ep"] == "vLLM 0.34.0 vllm/distributed/device_communicators/all2all.py:209"
+    assert rules["sources"]["eplb_prefetch"].startswith("vLLM 0.34.0 ")
+
+
+def test_gb200_plan_sizes_the_pools_for_its_workload(gb200_spec):
+    """2K/2K requests on 8 prefill : 8 decode GPUs are decode-bound: the plan
+    says so and warns, as make size does."""
+    plan = build_plan(gb200_spec)
+    sizing = plan["sizing"]
+    assert (sizing["prefill_gpus"], sizing["decode_gpus"], sizing["bound_by"]) == (8, 8, "decode")
+    assert sizing["balanced_ratio"] == pytest.approx(10100 / 26200, abs=0.001)
+    (warning,) = [w for w in plan["warnings"] if w.startswith("pd_workload")]
+    assert "2.6x more prefill than 2048/2048-token requests need" in warning
 
 
 def test_gb200_plan_matches_golden(gb200_spec):
@@ -289,6 +325,6 @@ def test_extra_args_render_as_flags_in_stable_order():
 
 def test_table_shows_every_instance_and_the_router(gb200_spec):
     text = plan_table(build_plan(gb200_spec))
-    for name in ("prefill-0", "prefill-3", "decode-0", "headless, dp start rank 4", "router (pd_nixl)",
+    for name in ("prefill-0", "prefill-1", "decode-0", "headless, dp start rank 4", "router (pd_nixl)",
                  "nvl72-rack-a", "KV_TOKENS/DP_RANK"):
         assert name in text

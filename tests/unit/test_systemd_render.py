@@ -76,7 +76,9 @@ def test_restart_batches_are_per_pool_followers_first_and_sized():
     plan = build_plan(make_spec(2, 2))
     prefill = [i for i in plan["instances"] if i["role"] == "prefill"]
     decode = next(i for i in plan["instances"] if i["role"] == "decode")
-    pending = {prefill[0]["nodes"][0]["host"]: [prefill[0]["unit"], prefill[1]["unit"]],
+    # The sample's prefill: one instance per tray.
+    pending = {prefill[0]["nodes"][0]["host"]: [prefill[0]["unit"]],
+               prefill[1]["nodes"][0]["host"]: [prefill[1]["unit"]],
                decode["nodes"][1]["host"]: [decode["unit"]]}
     batches = sd.restart_batches(plan, pending, batch_size=1)
     assert [b["pool"] for b in batches] == ["prefill", "prefill", "decode"]
