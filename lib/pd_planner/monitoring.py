@@ -264,6 +264,18 @@ def alert_rules(plan: dict) -> dict:
             "vllm-router fails {{ $value | humanizePercentage }} of requests",
             "Read journalctl -u vllm-router for the failing stage (prefill, decode, KV transfer).",
         ),
+        # vllm-router 0.1.17 counts a request it could not place (503, "No
+        # eligible P/D pair": no healthy prefill or decode worker) in
+        # vllm_router_pd_errors_total{error_type="server_selection"}.
+        _alert(
+            "PDRouterNoAvailableWorker",
+            'increase(vllm_router_pd_errors_total{error_type="server_selection"}[5m]) > 0',
+            None, "critical",
+            "vllm-router on {{ $labels.host }} refused {{ $value | printf \"%.0f\" }} requests in 5 minutes: "
+            "no available worker",
+            "A whole pool is ejected or empty: see PDRouterWorkerUnhealthy and PDInstanceDown, GET /workers "
+            "on the router host, and each instance's /health.",
+        ),
         _alert(
             "PDKVTransferFailures",
             "increase(vllm:nixl_num_failed_transfers_total[5m]) > 0",
