@@ -17,9 +17,12 @@ Settings derived from the plan (each can be set explicitly in pd_router):
 - max_concurrent_requests is the decode pools' batch slots (max_num_seqs x
   data-parallel ranks, summed); the router holds a slot from admission until
   the answer's headers (a stream's start, a non-streamed answer's end), and
-  the bucket refills by only 1 token/s on top, so beyond it requests queue
-  (queue_size, as many again) and then get 429. A queued request that
-  waited past the TTFT alert threshold gets 408.
+  the bucket refills by only 1 token/s on top. Beyond it the answer is 429 at
+  once: queue_size 0, because 0.1.17's queue bounds the wait, not the count
+  (its processor drains the channel into waiting tasks, so every overflow
+  request waits queue_timeout_secs and then gets 408; measured: 16 at once
+  against 4 slots and a queue of 4 gave 4 x 200 and 12 x 408, with queue 0
+  4 x 200 and 12 x 429).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def router_settings(cluster: Cluster, decode: list[dict], warnings: list | None)
     if settings["max_concurrent_requests"] is None:
         settings["max_concurrent_requests"] = max(1, decode_slots(cluster, decode))
     if settings["queue_size"] is None:
-        settings["queue_size"] = settings["max_concurrent_requests"]
+        settings["queue_size"] = 0
     if settings["queue_timeout_secs"] is None:
         settings["queue_timeout_secs"] = max(1, math.ceil(cluster.monitoring["alert_ttft_p99_seconds"]))
     return settings

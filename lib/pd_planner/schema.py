@@ -251,8 +251,9 @@ ROUTER_OPTIONS: dict[str, tuple] = {
                              "default: TTFT alert + decode max_model_len x ITL alert threshold (3600 if unknown)"),
     "max_concurrent_requests": (OPT_INT, None, "--max-concurrent-requests; default: decode max_num_seqs "
                                 "x data-parallel ranks, summed"),
-    "queue_size": (OPT_INT, None, "--queue-size (then 429); default: max_concurrent_requests"),
-    "queue_timeout_secs": (OPT_INT, None, "--queue-timeout-secs (then 408); default: the TTFT alert threshold"),
+    "queue_size": (OPT_INT, None, "--queue-size; default 0: beyond max_concurrent_requests, 429 at once"),
+    "queue_timeout_secs": (OPT_INT, None, "--queue-timeout-secs (a queued request then gets 408); "
+                           "default: the TTFT alert threshold"),
     "api_key_enabled": (BOOL, False, "pass an API key (vault variable) to the router and workers"),
     "extra_args": (MapOf(FLAG_VALUE), {}, "escape hatch: {'--flag': value}"),
 }
