@@ -24,9 +24,9 @@ CLUSTER_VARIABLES = {
     "pd_ucx_tls": "ucx_tls",
     "pd_kv_shared_storage_path": "kv_shared_storage_path",
     "pd_vllm_install_root": "vllm_install_root",
+    "pd_serving": "serving",  # checked by rayserve.py
     "pd_imex_domains": "imex_domains",  # checked by topology.py
     "pd_workload": "workload",  # checked by sizing.py
-    "pd_serving": "serving",  # checked by rayserve.py
 }
 REQUIRED = ("pd_vllm_version", "pd_kv_connector", "pd_model", "pd_cluster_cidr")
 
@@ -55,7 +55,8 @@ RETIRED_GROUP = "retired"
 # variable; read from the inventory or -e like the others).
 ALLOW_PUBLIC_VARIABLE = "pd_plan_allow_public_network"
 # Vault variables of features; the planner only learns whether they are set.
-SECRET_VARIABLES = ("pd_router_api_key", "pd_hf_token", "pd_grafana_admin_password")
+SECRET_VARIABLES = ("pd_router_api_key", "pd_hf_token", "pd_grafana_admin_password",
+                    "pd_front_door_api_keys", "pd_front_door_tls_certificate", "pd_front_door_tls_private_key")
 ROUTER_API_KEY_MIN_LENGTH = 16
 # pd_* names that are not planner inputs but may legitimately be in an
 # inventory or in hostvars: the plan fact, role and playbook variables.

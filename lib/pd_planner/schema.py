@@ -86,6 +86,17 @@ class Bounded:
     high: float | None = None
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """A string matching `regex` in full (null when nullable); `meaning`
+    says what is valid. For values that end up in argv, unit files and
+    environment files, where a stray space or newline would break them."""
+
+    regex: str
+    meaning: str
+    nullable: bool = True
+
+
 @dataclass(frozen=True, eq=False)
 class Options:
     """A nested option table, normalized like a top-level one."""
@@ -102,6 +113,7 @@ class _Json:
 
 
 JSON = _Json()
+ABSOLUTE_PATH = Pattern(r"/[^\x00-\x1f]*", "an absolute path (no control characters)")
 PORT = Bounded(INT, 1, 65535)
 OPT_PORT = Bounded(OPT_INT, 1, 65535)
 COUNT = Bounded(INT, 1)
@@ -110,7 +122,8 @@ OPT_SIZE = Bounded(OPT_INT, 0)
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 # Environment values are written into systemd environment files: strings or
 # numbers; a YAML true/false would arrive as Python's True/False.
-ENV_MAP = MapOf((str, int, float), ENV_NAME, "environment variable names")
+ENV_MAP = MapOf(AnyOf((Pattern(r"[^\n\r\x00]*", "one line"), (int, float)), "a string (one line) or number"),
+                ENV_NAME, "environment variable names")
 # extra_args: true for a bare flag, false/null to leave it out, a scalar, a
 # list that repeats the flag's values, or a mapping passed as JSON.
 FLAG_VALUE = AnyOf(((*SCALAR, type(None)), ListOf((str, int, float)), MapOf(JSON)),
@@ -195,7 +208,8 @@ POOL_OPTIONS: dict[str, tuple] = {
     "nixl_side_channel_port": (OPT_PORT, None, "first NIXL side-channel port; +data_parallel_size per packed instance"),
     "dp_rpc_port": (OPT_PORT, None, "first data-parallel RPC port; +1 per packed instance"),
     "kv_port": (OPT_PORT, None, "first P2pNccl kv_port (legacy connector only)"),
-    "kv_buffer_size": (OPT_STR, None, "P2pNccl kv_buffer_size, e.g. '4e9' (legacy connector only)"),
+    "kv_buffer_size": (Pattern(r"[0-9]+(\.[0-9]+)?([eE][0-9]+)?", "a number of bytes such as '4e9'"), None,
+                       "P2pNccl kv_buffer_size, e.g. '4e9' (legacy connector only)"),
     "quantization": (VllmChoice("--quantization"), None, "vLLM -q; leave unset to use the checkpoint's own method"),
     "max_model_len": ((int, str, type(None)), None, "vLLM --max-model-len (65536, '64k', 'auto')"),
     "gpu_memory_utilization": (Bounded(OPT_NUM, 0, 1), None, "vLLM --gpu-memory-utilization (vLLM default 0.92)"),
@@ -222,8 +236,10 @@ POOL_OPTIONS: dict[str, tuple] = {
 
 # pd_model
 MODEL_OPTIONS: dict[str, tuple] = {
-    "served_name": (STR, None, "--served-model-name; the name clients send (required)"),
-    "path": (STR, None, "checkpoint directory on every node (required)"),
+    "served_name": (Pattern(r"[^\s]+", "a name without whitespace", nullable=False), None,
+                    "--served-model-name; the name clients send (required)"),
+    "path": (Pattern(ABSOLUTE_PATH.regex, ABSOLUTE_PATH.meaning, nullable=False), None,
+             "checkpoint directory on every node (required)"),
     "profile": (OPT_STR, None, "capacity profile from the catalog, e.g. deepseek_r1_nvfp4"),
     "repo_id": (OPT_STR, None, "hub repository of the checkpoint (model_weights role)"),
     "revision": (OPT_STR, None, "pinned checkpoint revision (model_weights role)"),
@@ -287,8 +303,9 @@ SPEC_OPTIONS: dict[str, tuple] = {
     "vllm_version": (OPT_STR, None, "pd_vllm_version: a release such as '0.33.0' (quoted)"),
     "kv_connector": (OPT_STR, None, "pd_kv_connector"),
     "cluster_cidr": (OPT_STR, None, "pd_cluster_cidr: an IPv4 network in CIDR form"),
-    "ucx_tls": (OPT_STR, None, "pd_ucx_tls"),
-    "kv_shared_storage_path": (OPT_STR, None, "pd_kv_shared_storage_path: an absolute directory"),
+    "ucx_tls": (Pattern(r"\^?[a-z0-9_]+(,[a-z0-9_]+)*", "a comma-separated UCX transport list such as "
+                        "'rc,cuda_copy' (a leading ^ excludes)"), None, "pd_ucx_tls"),
+    "kv_shared_storage_path": (ABSOLUTE_PATH, None, "pd_kv_shared_storage_path: an absolute directory"),
     "vllm_install_root": (OPT_STR, None, "pd_vllm_install_root: an absolute directory"),
 }
 
@@ -300,8 +317,11 @@ HOST_OPTIONS: dict[str, tuple] = {
     "gpu_profile": (OPT_STR, None, "pd_gpu_profile: platform from the catalog"),
     "gpus": (Bounded(OPT_INT, 1, 128), None, "pd_gpus: device count, overrides the profile's"),
     "cpu_cores": (ListOf(Bounded(INT, 0)), [], "pd_cpu_cores: CPU cores standing in for devices (lab)"),
-    "imex_domain": (OPT_STR, None, "pd_imex_domain: NVLink/IMEX domain (GB200 rack)"),
-    "ucx_net_devices": (OPT_STR, None, "pd_ucx_net_devices: UCX_NET_DEVICES for this host"),
+    "imex_domain": (Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "a name of letters, digits, _ . -"), None,
+                    "pd_imex_domain: NVLink/IMEX domain (GB200 rack)"),
+    "ucx_net_devices": (Pattern(r"[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*",
+                                "comma-separated devices such as 'mlx5_0:1,mlx5_1:1'"), None,
+                        "pd_ucx_net_devices: UCX_NET_DEVICES for this host"),
     "instance_names": (ListOf(STR), [], "pd_instance_names: explicit names of instances led here"),
     "kv_ranks": (ListOf(Bounded(INT, 0)), [], "pd_kv_ranks: explicit kv ranks of instances led here"),
 }
@@ -321,6 +341,8 @@ def _type_names(spec) -> str:
         return "mapping" if spec.value is JSON else f"mapping of {spec.key_meaning} to {_type_names(spec.value)}"
     if isinstance(spec, Bounded):
         return _bounded_names(spec)
+    if isinstance(spec, Pattern):
+        return spec.meaning + (" or null" if spec.nullable else "")
     if isinstance(spec, AnyOf):
         return spec.meaning or " or ".join(_type_names(t) for t in spec.types)
     if isinstance(spec, Choice):
@@ -372,6 +394,14 @@ def check_value(value: object, spec, path: str, context: dict | None = None):
         if value is not None and ((spec.low is not None and value < spec.low)
                                   or (spec.high is not None and value > spec.high)):
             raise PlanError(f"{path} is {value}; valid: {_bounded_names(spec)}")
+        return value
+    if isinstance(spec, Pattern):
+        if value is None and spec.nullable:
+            return None
+        if not isinstance(value, str):
+            raise _wrong(path, value, spec)
+        if not re.fullmatch(spec.regex, value):
+            raise PlanError(f"{path} is {value!r}; valid: {_type_names(spec)}")
         return value
     if isinstance(spec, ListOf):
         if not isinstance(value, list):
@@ -475,6 +505,6 @@ def _accepts_none(spec) -> bool:
         return type(None) in spec
     if isinstance(spec, Bounded):
         return type(None) in spec.types
-    if isinstance(spec, (Choice, VllmChoice)):
+    if isinstance(spec, (Choice, VllmChoice, Pattern)):
         return spec.nullable
     return False

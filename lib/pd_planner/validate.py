@@ -276,9 +276,6 @@ def check_settings(spec: dict) -> None:
         check_value(spec.get(key), spec_type, names[key])
     if not isinstance(spec.get("pools") or {}, dict):
         raise PlanError("pd_pool must be set per pool group (group_vars/prefill.yml, group_vars/decode.yml)")
-    shared = spec.get("kv_shared_storage_path")
-    if shared is not None and not shared.startswith("/"):
-        raise PlanError(f"pd_kv_shared_storage_path is {shared!r}; expected an absolute directory such as /mnt/kv")
 
 
 # Secrets an enabled feature needs, as the inventory reader reports them

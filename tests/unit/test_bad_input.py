@@ -137,7 +137,7 @@ def test_unknown_nested_option_gets_a_suggestion():
 
 def test_env_value_that_is_a_yaml_boolean():
     spec = make_spec(pools=_pools(decode={"env": {"NCCL_MNNVL_ENABLE": True}}))
-    _fails(spec, "pd_pool (decode).env.NCCL_MNNVL_ENABLE is True (bool)", "expected string or integer or number")
+    _fails(spec, "pd_pool (decode).env.NCCL_MNNVL_ENABLE is True (bool)", "expected a string (one line) or number")
 
 
 def test_env_name_that_is_not_an_environment_variable():
@@ -147,7 +147,24 @@ def test_env_name_that_is_not_an_environment_variable():
 
 def test_worker_env_given_as_a_list():
     _fails(make_spec(worker_env=["NCCL_DEBUG=INFO"]), "pd_worker_env is ['NCCL_DEBUG=INFO'] (list)",
-           "expected mapping of environment variable names to string or integer or number")
+           "expected mapping of environment variable names to a string (one line) or number")
+
+
+def test_env_value_with_a_newline():
+    _fails(make_spec(worker_env={"NCCL_DEBUG": "INFO\nLD_PRELOAD=/tmp/x.so"}), "pd_worker_env.NCCL_DEBUG is",
+           "expected a string (one line) or number")
+
+
+def test_values_written_into_units_are_checked_by_pattern():
+    spec = make_spec(ucx_tls="rc, cuda_copy")
+    _fails(spec, "pd_ucx_tls is 'rc, cuda_copy'; valid: a comma-separated UCX transport list")
+    spec = make_spec(model={"served_name": "deepseek r1", "path": "/m"})
+    _fails(spec, "pd_model.served_name is 'deepseek r1'; valid: a name without whitespace")
+    spec = make_spec(model={"served_name": "r1", "path": "models/r1"})
+    _fails(spec, "pd_model.path is 'models/r1'; valid: an absolute path")
+    spec = make_spec()
+    spec["hosts"]["decode-tray-000"]["ucx_net_devices"] = "mlx5_0:1 mlx5_1:1"
+    _fails(spec, "host decode-tray-000: pd_ucx_net_devices is 'mlx5_0:1 mlx5_1:1'; valid: comma-separated devices")
 
 
 def test_extra_args_value_that_cannot_be_a_flag_value():
