@@ -19,7 +19,7 @@ from conftest import BIN, ENV, ROOT
 pytestmark = pytest.mark.playbook
 
 GB200 = ROOT / "inventories" / "gb200"
-SUMMARY_TASK = "TASK [pd_plan : Show the plan's summary (one line per pool)]"
+SUMMARY_TASK = "TASK [pd_plan : Show the plan (one line per pool; every instance node with -v)]"
 
 
 def playbook(name: str, inventory: Path, *extra: str) -> subprocess.CompletedProcess:

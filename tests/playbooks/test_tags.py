@@ -67,7 +67,7 @@ def _real(tasks: list[str]) -> list[str]:
 def test_tags_workers_selects_the_worker_stage_and_the_plan():
     plays = selected_tasks("workers")
     assert "pd_plan : Plan the cluster from the inventory" in plays["Plan the cluster"]
-    assert "pd_plan : Show the plan's summary (one line per pool)" in plays["Plan the cluster"]
+    assert "pd_plan : Show the plan (one line per pool; every instance node with -v)" in plays["Plan the cluster"]
     assert _real(plays[WORKERS]) == ["Render this host's units and env files", "Restart what changed, rolling per pool"]
     # Every other stage contributes nothing that touches a host (the NVIDIA
     # role's fresh facts included).
