@@ -124,7 +124,12 @@ def measure(spec_path: str, raw_path: str, log_path: str) -> int:
     wanted = [*RESULT_KEYS, *(f"p{p}_{m}_ms" for m in sweep.LATENCY_METRICS for p in sweep.PERCENTILES)]
     with open(raw_path, "w") as raw, open(log_path, "a") as log:
         raw.write(json.dumps({"tool": f"vllm bench serve (vLLM {vllm.__version__})"}) + "\n")
+        sweep_started = time.monotonic()
         for index, point in enumerate(spec["points"], 1):
+            if time.monotonic() - sweep_started > spec["budget_s"]:
+                print(f"  time budget of {spec['budget_s']} s spent: {len(spec['points']) - index + 1} points "
+                      "left out", file=sys.stderr, flush=True)
+                break
             args = bench_args(spec, point)
             started = time.monotonic()
             print(f"  [{index}/{len(spec['points'])}] {point['mode']:<6} "
@@ -158,7 +163,8 @@ def run(opts) -> int:
     spec = {"router_url": plan["router"]["url"], "prefill_url": plan["router"]["prefill_urls"][0],
             "decode_url": plan["router"]["decode_urls"][0], "model": plan["model"]["served_name"],
             "tokenizer": str(Path(opts.tokenizer).resolve()), "input_len": opts.input_len,
-            "output_len": opts.output_len, "warmups": opts.warmups, "seed": opts.seed, "points": points}
+            "output_len": opts.output_len, "warmups": opts.warmups, "seed": opts.seed, "budget_s": opts.budget_s,
+            "points": points}
     spec_path, raw_path, log_path = out / "sweep-spec.json", out / "sweep-raw.jsonl", out / "vllm-bench.log"
     spec_path.write_text(json.dumps(spec, indent=1))
     log_path.write_text("")
@@ -166,15 +172,22 @@ def run(opts) -> int:
           f"{','.join(map(str, opts.concurrency))}; rate {','.join(f'{r:g}' for r in opts.rate)}/s), "
           f"vllm bench serve output in {log_path}", flush=True)
     started = time.monotonic()
-    subprocess.run([str(VLLM_PYTHON), str(Path(__file__).resolve()), "measure", str(spec_path), str(raw_path),
-                    str(log_path)], check=True)
-    lines = [json.loads(line) for line in raw_path.read_text().splitlines()]
+    measured = subprocess.run([str(VLLM_PYTHON), str(Path(__file__).resolve()), "measure", str(spec_path),
+                               str(raw_path), str(log_path)], check=False)
+    lines = [json.loads(line) for line in raw_path.read_text().splitlines()] if raw_path.exists() else []
+    if len(lines) < 2:
+        print(f"load sweep: no point measured (rc {measured.returncode}); see {log_path}", file=sys.stderr)
+        return 1
+    if measured.returncode:
+        print(f"load sweep: the measuring process failed (rc {measured.returncode}; see {log_path}); "
+              f"writing the {len(lines) - 1} points measured", file=sys.stderr)
     gpus = sweep.pool_gpus(plan)
     doc = {
         "schema_version": sweep.SCHEMA_VERSION,
         "tool": lines[0]["tool"],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": round(time.monotonic() - started),
+        "points_planned": len(points),
         "gpu_unit": gpu_unit(plan),
         "gpus": gpus,
         "settings": {k: spec[k] for k in ("model", "input_len", "output_len", "warmups", "seed")}
@@ -190,8 +203,9 @@ def run(opts) -> int:
     json_path.write_text(json.dumps(doc, indent=1) + "\n")
     plot(doc, out / "load-sweep.png")
     print("\n".join(sweep.report_lines(doc)))
-    print(f"written: {json_path}, {out / 'load-sweep.png'} ({doc['wall_s']} s)")
-    return 0
+    print(f"written: {json_path}, {out / 'load-sweep.png'} ({doc['wall_s']} s, {len(doc['points'])} of "
+          f"{len(points)} points)")
+    return 0 if measured.returncode == 0 and len(doc["points"]) == len(points) else 1
 
 
 def plot(doc: dict, png: Path) -> None:
@@ -283,6 +297,8 @@ def main(argv: list[str]) -> int:
     run_cli.add_argument("--min-prompts", type=int, default=12)
     run_cli.add_argument("--warmups", type=int, default=2)
     run_cli.add_argument("--seed", type=int, default=0)
+    run_cli.add_argument("--budget-s", type=int, default=600,
+                         help="start no new point after this many seconds of measuring (default 600)")
     run_cli.add_argument("--tokenizer", default=str(ROOT / ".lab" / "model-src" / "tiny-llama"),
                          help="the served model's tokenizer on this machine (default: the lab's tiny model)")
     report_cli = sub.add_parser("report", help="print the figures of a load-sweep.json")
