@@ -37,7 +37,7 @@ help:
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
 	@echo "make size ISL=2048 OSL=2048 [PREFILL_GPUS=8 DECODE_GPUS=8]  prefill:decode GPU ratio"
-	@echo "make bench      planner benchmark (288 GB200 trays), render of an 18-host rack"
+	@echo "make bench      planner benchmark (288 GB200 trays), render of an 18-host rack, lab rerun"
 	@echo "make bench-serve [BENCH_SERVE_OUT=dir]  load sweep on the live lab (make lab first): docs/benchmarks.md"
 
 # requirements.txt ends with `-e .`: pd_planner (lib/) is installed editable.
@@ -106,7 +106,6 @@ $(RAY_VENV)/.installed: $(VLLM_VENV)/.installed
 
 ray-venv: $(RAY_VENV)/.installed
 
-
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ruff check .
@@ -173,6 +172,8 @@ size: venv
 bench: venv
 	$(BIN)/python bench/plan_bench.py
 	PD_RENDER_BEFORE_S=$${PD_RENDER_BEFORE_S:-503} $(BIN)/python bench/render_bench.py
+	# Needs the running lab (make lab); says so otherwise.
+	PYTHONPATH=lab PD_RERUN_BEFORE_S=$${PD_RERUN_BEFORE_S:-118} $(BIN)/python bench/rerun_bench.py
 
 # Load sweep through the router, direct and one instance with `vllm bench
 # serve` (~8 min on the lab); prints the figures, writes JSON and PNG.
