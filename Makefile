@@ -123,7 +123,7 @@ syntax: venv
 unit: venv $(PROMTOOL) $(NGINX)
 	$(BIN)/pytest -m "not vllm_parser" tests
 
-parser-test: venv vllm-venv
+parser-test: venv vllm-venv ray-venv
 	$(VLLM_PARSER_ENV) $(BIN)/pytest -m vllm_parser tests
 
 # Molecule scenarios on lab nodes (builds the node image, wheelhouse and tiny
@@ -136,7 +136,7 @@ test-fast: lint unit
 
 # Everything: lint, molecule and the unit, playbook and real-parser tests
 # (which must not skip here) in lanes; the lanes' summary is the last line.
-test: venv vllm-venv $(PROMTOOL) $(NGINX)
+test: venv vllm-venv ray-venv $(PROMTOOL) $(NGINX)
 	$(BIN)/python lab/labctl.py assets
 	$(VLLM_PARSER_ENV) PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
 
@@ -182,4 +182,4 @@ bench-serve: venv vllm-venv
 	$(BIN)/python bench/load_sweep.py run --out $(BENCH_SERVE_OUT) $(BENCH_SERVE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .cache render .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) $(RAY_VENV) .cache render .pytest_cache .ruff_cache .hypothesis
