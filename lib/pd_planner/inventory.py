@@ -62,7 +62,7 @@ ROUTER_API_KEY_MIN_LENGTH = 16
 # inventory or in hostvars: the plan fact, role and playbook variables.
 # tests/unit/test_bad_input.py keeps this in step with roles and playbooks.
 OTHER_VARIABLES = (
-    "pd_plan", "pd_plan_show", "pd_plan_refresh", ALLOW_PUBLIC_VARIABLE,
+    "pd_plan", "pd_plan_show", "pd_plan_refresh", "pd_plan_table_file", ALLOW_PUBLIC_VARIABLE,
     "pd_systemd_verify_unit", "pd_systemd_worker_gate",
     "pd_run_lock_file", "pd_run_lock_stale_after",
     "pd_venv_path", "pd_venv_steps", "pd_venv_version", "pd_venv_version_code", "pd_venv_mark",
