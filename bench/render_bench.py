@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from pd_bench.specs import make_spec  # the inventory shapes the tests plan too (lib/pd_bench)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,13 @@ def rack_inventory(directory: Path) -> int:
     spec = make_spec(8, 8)
     shutil.copytree(ROOT / "inventories" / "gb200" / "group_vars", directory / "group_vars")
     (directory / "group_vars" / "all" / "network.yml").write_text("pd_cluster_cidr: 10.20.0.0/16\n")
+    # The rack's IMEX domain lists every tray (docs/gb200-layout.md): here the 16 serving ones.
+    platform = directory / "group_vars" / "all" / "platform.yml"
+    settings = yaml.safe_load(platform.read_text())
+    trays = [spec["hosts"][h]["address"] for g, hosts in spec["groups"].items()
+             if g in ("prefill", "decode") for h in hosts]
+    settings["pd_imex_domains"] = {settings["pd_imex_domain"]: trays}
+    platform.write_text(yaml.safe_dump(settings, sort_keys=False))
     children = {group: {"hosts": {h: {"pd_address": spec["hosts"][h]["address"]} for h in hosts}}
                 for group, hosts in spec["groups"].items() if group not in ("router", "monitoring")}
     children["router"] = {"hosts": {"ctl-01": {"pd_address": "10.20.0.5"}}}
