@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from pd_bench.specs import make_spec
 from pd_planner import build_plan
 
@@ -50,6 +51,12 @@ def render_through_ansible(trays: int, render_hosts: str = "") -> float:
             for group, hosts in spec["groups"].items()
         }
         (inventory / "group_vars" / "all" / "network.yml").write_text("pd_cluster_cidr: 10.20.0.0/16\n")
+        # Every tray in the sample's IMEX domain, as the planner requires (one domain: a benchmark).
+        platform = inventory / "group_vars" / "all" / "platform.yml"
+        settings = yaml.safe_load(platform.read_text())
+        settings["pd_imex_domains"] = {settings["pd_imex_domain"]: [
+            spec["hosts"][h]["address"] for g in ("prefill", "decode") for h in spec["groups"][g]]}
+        platform.write_text(yaml.safe_dump(settings, sort_keys=False))
         (inventory / "hosts.yml").write_text(json.dumps({"all": {"children": children}}))
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
         start = time.perf_counter()
