@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pd_planner import PlanError, build_plan
 from pd_planner.inventory import spec_from_inventory
 from specs import address, gb200_pools, make_spec  # noqa: F401
 
@@ -16,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PY_COLORS": "0", "ANSIBLE_NOCOLOR": "1"}
+
+
+def plan_fails(spec: dict, *fragments: str) -> str:
+    """The planner refuses `spec`; its message holds every fragment. Returns the message."""
+    with pytest.raises(PlanError) as caught:
+        build_plan(spec)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
 
 
 def ansible_inventory(path: Path) -> tuple[dict, dict]:

@@ -193,6 +193,11 @@ def kill_worker(worker: Worker, loop: RequestLoop, metrics_url: str, timeout: fl
         time.sleep(0.5)
     else:
         outcome.errors.append(f"not recovered within {timeout:.0f} s")
+    return _count_requests(outcome, loop, t0, settle)
+
+
+def _count_requests(outcome: Outcome, loop: RequestLoop, t0: float, settle: float) -> Outcome:
+    """After `settle` seconds more, the requests sent since `t0`: how many, how many failed, why."""
     time.sleep(settle)
     window = loop.between(t0, time.monotonic())
     outcome.sent, outcome.failed = len(window), sum(1 for _, ok, _ in window if not ok)
@@ -213,11 +218,7 @@ def restart_router(ctl: str, loop: RequestLoop, timeout: float, settle: float) -
         time.sleep(0.5)
     else:
         outcome.errors.append(f"not serving within {timeout:.0f} s")
-    time.sleep(settle)
-    window = loop.between(t0, time.monotonic())
-    outcome.sent, outcome.failed = len(window), sum(1 for _, ok, _ in window if not ok)
-    outcome.errors += sorted({d for _, ok, d in window if not ok and d})
-    return outcome
+    return _count_requests(outcome, loop, t0, settle)
 
 
 def main(argv: list[str]) -> int:

@@ -11,18 +11,9 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, ansible_inventory, gb200_pools, make_spec
+from conftest import ROOT, ansible_inventory, gb200_pools, make_spec, plan_fails
 from pd_planner import PlanError, build_plan, schema
 from pd_planner.inventory import known_variables, spec_from_inventory
-
-
-def _fails(spec: dict, *fragments: str) -> str:
-    with pytest.raises(PlanError) as caught:
-        build_plan(spec)
-    message = str(caught.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def _pools(**changes) -> dict:
@@ -36,14 +27,14 @@ def _pools(**changes) -> dict:
 def test_two_hosts_with_the_same_pd_address():
     spec = make_spec()
     spec["hosts"]["decode-tray-001"]["address"] = spec["hosts"]["decode-tray-000"]["address"]
-    _fails(spec, "hosts decode-tray-000 and decode-tray-001 both have the cluster address 10.20.40.1",
+    plan_fails(spec, "hosts decode-tray-000 and decode-tray-001 both have the cluster address 10.20.40.1",
            "pd_address", "needs its own address")
 
 
 def test_a_host_sharing_the_routers_address():
     spec = make_spec()
     spec["hosts"]["prefill-tray-000"]["address"] = "10.20.0.5"  # ctl-01's
-    _fails(spec, "hosts prefill-tray-000 and ctl-01 both have the cluster address 10.20.0.5")
+    plan_fails(spec, "hosts prefill-tray-000 and ctl-01 both have the cluster address 10.20.0.5")
 
 
 # --- unknown pd_* variables ------------------------------------------------------
@@ -121,98 +112,98 @@ def test_sample_inventories_pass_the_name_check_as_ansible_merges_them():
 # --- nested types ---------------------------------------------------------------
 def test_nested_list_of_the_wrong_type_names_the_full_path():
     spec = make_spec(pools=_pools(prefill={"offload": {"cpu_offload_params": "experts"}}))
-    _fails(spec, "pd_pool (prefill).offload.cpu_offload_params is 'experts' (str)", "expected list of (string)")
+    plan_fails(spec, "pd_pool (prefill).offload.cpu_offload_params is 'experts' (str)", "expected list of (string)")
 
 
 def test_list_item_of_the_wrong_type_names_its_index():
     spec = make_spec(pools=_pools(decode={"cudagraph_capture_sizes": [1, "2", 4]}))
-    _fails(spec, "pd_pool (decode).cudagraph_capture_sizes[1] is '2' (str)", "expected integer")
+    plan_fails(spec, "pd_pool (decode).cudagraph_capture_sizes[1] is '2' (str)", "expected integer")
 
 
 def test_unknown_nested_option_gets_a_suggestion():
     spec = make_spec(pools=_pools(prefill={"offload": {"offload_grup_size": 4}}))
-    _fails(spec, "pd_pool (prefill).offload has unknown option(s) offload_grup_size",
+    plan_fails(spec, "pd_pool (prefill).offload has unknown option(s) offload_grup_size",
            "did you mean offload_group_size?", "valid options:")
 
 
 def test_env_value_that_is_a_yaml_boolean():
     spec = make_spec(pools=_pools(decode={"env": {"NCCL_MNNVL_ENABLE": True}}))
-    _fails(spec, "pd_pool (decode).env.NCCL_MNNVL_ENABLE is True (bool)", "expected a string (one line) or number")
+    plan_fails(spec, "pd_pool (decode).env.NCCL_MNNVL_ENABLE is True (bool)", "expected a string (one line) or number")
 
 
 def test_env_name_that_is_not_an_environment_variable():
     spec = make_spec(pools=_pools(decode={"env": {"NCCL-DEBUG": "INFO"}}))
-    _fails(spec, "pd_pool (decode).env has the key 'NCCL-DEBUG'", "environment variable names as keys")
+    plan_fails(spec, "pd_pool (decode).env has the key 'NCCL-DEBUG'", "environment variable names as keys")
 
 
 def test_worker_env_given_as_a_list():
-    _fails(make_spec(worker_env=["NCCL_DEBUG=INFO"]), "pd_worker_env is ['NCCL_DEBUG=INFO'] (list)",
+    plan_fails(make_spec(worker_env=["NCCL_DEBUG=INFO"]), "pd_worker_env is ['NCCL_DEBUG=INFO'] (list)",
            "expected mapping of environment variable names to a string (one line) or number")
 
 
 def test_env_value_with_a_newline():
-    _fails(make_spec(worker_env={"NCCL_DEBUG": "INFO\nLD_PRELOAD=/tmp/x.so"}), "pd_worker_env.NCCL_DEBUG is",
+    plan_fails(make_spec(worker_env={"NCCL_DEBUG": "INFO\nLD_PRELOAD=/tmp/x.so"}), "pd_worker_env.NCCL_DEBUG is",
            "expected a string (one line) or number")
 
 
 def test_values_written_into_units_are_checked_by_pattern():
     spec = make_spec(ucx_tls="rc, cuda_copy")
-    _fails(spec, "pd_ucx_tls is 'rc, cuda_copy'; valid: a comma-separated UCX transport list")
+    plan_fails(spec, "pd_ucx_tls is 'rc, cuda_copy'; valid: a comma-separated UCX transport list")
     spec = make_spec(model={"served_name": "deepseek r1", "path": "/m"})
-    _fails(spec, "pd_model.served_name is 'deepseek r1'; valid: a name without whitespace")
+    plan_fails(spec, "pd_model.served_name is 'deepseek r1'; valid: a name without whitespace")
     spec = make_spec(model={"served_name": "r1", "path": "models/r1"})
-    _fails(spec, "pd_model.path is 'models/r1'; valid: an absolute path")
+    plan_fails(spec, "pd_model.path is 'models/r1'; valid: an absolute path")
     spec = make_spec()
     spec["hosts"]["decode-tray-000"]["ucx_net_devices"] = "mlx5_0:1 mlx5_1:1"
-    _fails(spec, "host decode-tray-000: pd_ucx_net_devices is 'mlx5_0:1 mlx5_1:1'; valid: comma-separated devices")
+    plan_fails(spec, "host decode-tray-000: pd_ucx_net_devices is 'mlx5_0:1 mlx5_1:1'; valid: comma-separated devices")
 
 
 def test_extra_args_value_that_cannot_be_a_flag_value():
     spec = make_spec(pools=_pools(prefill={"extra_args": {"--speculative-config": [{"method": "mtp"}]}}))
-    _fails(spec, "pd_pool (prefill).extra_args.--speculative-config is [{'method': 'mtp'}]",
+    plan_fails(spec, "pd_pool (prefill).extra_args.--speculative-config is [{'method': 'mtp'}]",
            "expected a flag value: true (bare flag)")
 
 
 def test_json_config_with_a_non_string_key():
     spec = make_spec(pools=_pools(prefill={"compilation_config": {"pass_config": {1: True}}}))
-    _fails(spec, "pd_pool (prefill).compilation_config.pass_config has the key 1", "JSON keys are strings")
+    plan_fails(spec, "pd_pool (prefill).compilation_config.pass_config has the key 1", "JSON keys are strings")
 
 
 def test_version_written_as_a_yaml_number():
-    _fails(make_spec(vllm_version=0.34), "pd_vllm_version is 0.34 (float)", "expected string")
+    plan_fails(make_spec(vllm_version=0.34), "pd_vllm_version is 0.34 (float)", "expected string")
 
 
 def test_connector_given_as_a_list():
-    _fails(make_spec(kv_connector=["NixlConnector"]), "pd_kv_connector is ['NixlConnector'] (list)",
+    plan_fails(make_spec(kv_connector=["NixlConnector"]), "pd_kv_connector is ['NixlConnector'] (list)",
            "expected string")
 
 
 def test_host_variable_of_the_wrong_type_names_the_inventory_variable():
     spec = make_spec()
     spec["hosts"]["prefill-tray-000"]["cpu_cores"] = "0-3"
-    _fails(spec, "host prefill-tray-000: pd_cpu_cores is '0-3' (str)", "expected list of (integer, at least 0)")
+    plan_fails(spec, "host prefill-tray-000: pd_cpu_cores is '0-3' (str)", "expected list of (integer, at least 0)")
 
 
 def test_a_billion_gpus_on_a_host_is_refused_before_any_layout():
     # Unbounded, this value made the planner allocate until the kernel killed it.
     spec = make_spec()
     spec["hosts"]["prefill-tray-000"]["gpus"] = 10**9
-    _fails(spec, "host prefill-tray-000: pd_gpus is 1000000000; valid: integer 1-128")
+    plan_fails(spec, "host prefill-tray-000: pd_gpus is 1000000000; valid: integer 1-128")
 
 
 def test_negative_cpu_core():
     spec = make_spec()
     spec["hosts"]["decode-tray-000"]["cpu_cores"] = [0, -1]
-    _fails(spec, "host decode-tray-000: pd_cpu_cores[1] is -1; valid: integer, at least 0")
+    plan_fails(spec, "host decode-tray-000: pd_cpu_cores[1] is -1; valid: integer, at least 0")
 
 
 def test_pool_port_out_of_range_names_the_option():
-    _fails(make_spec(pools=_pools(decode={"http_port": 0})),
+    plan_fails(make_spec(pools=_pools(decode={"http_port": 0})),
            "pd_pool (decode).http_port is 0; valid: integer 1-65535 or null")
 
 
 def test_pool_shape_that_is_not_a_mapping():
-    _fails(make_spec(pools={**gb200_pools(), "decode": ["gpus_per_instance: 8"]}),
+    plan_fails(make_spec(pools={**gb200_pools(), "decode": ["gpus_per_instance: 8"]}),
            "pd_pool (decode) is ['gpus_per_instance: 8'] (list); expected a mapping", "gpus_per_instance")
 
 
@@ -259,14 +250,14 @@ def test_every_option_of_the_wrong_kind_fails_naming_its_path(where, prefix, tab
 # --- enums against the pinned vLLM -------------------------------------------------
 def test_unknown_kv_cache_dtype_never_reaches_serve_args():
     spec = make_spec(pools=_pools(decode={"kv_cache_dtype": "fp8-e4m3"}))
-    _fails(spec, "pd_pool (decode).kv_cache_dtype 'fp8-e4m3' is not a --kv-cache-dtype value of vLLM 0.33.0",
+    plan_fails(spec, "pd_pool (decode).kv_cache_dtype 'fp8-e4m3' is not a --kv-cache-dtype value of vLLM 0.33.0",
            "did you mean fp8_e4m3?", "valid: auto, float16")
 
 
 def test_quantization_checked_against_the_pinned_release():
     # w4afp8 arrived in 0.34.0: refused on 0.33.0, accepted by the type check on 0.34.0.
     model = {"served_name": "m", "path": "/m"}
-    _fails(make_spec(model=model, pools=_pools(prefill={"quantization": "w4afp8"})),
+    plan_fails(make_spec(model=model, pools=_pools(prefill={"quantization": "w4afp8"})),
            "pd_pool (prefill).quantization 'w4afp8' is not a --quantization value of vLLM 0.33.0", "modelopt_fp4")
     newer = make_spec(vllm_version="0.34.0", model=model, pools=_pools(prefill={"quantization": "w4afp8"}))
     try:
@@ -276,19 +267,19 @@ def test_quantization_checked_against_the_pinned_release():
 
 
 def test_unknown_moe_backend():
-    _fails(make_spec(pools=_pools(decode={"moe_backend": "flashinfer"})),
+    plan_fails(make_spec(pools=_pools(decode={"moe_backend": "flashinfer"})),
            "pd_pool (decode).moe_backend 'flashinfer' is not a --moe-backend value of vLLM 0.33.0",
            "flashinfer_cutlass")
 
 
 def test_unknown_offload_backend():
     spec = make_spec(pools=_pools(prefill={"offload": {"offload_backend": "cpu"}}))
-    _fails(spec, "pd_pool (prefill).offload.offload_backend 'cpu' is not a --offload-backend value",
+    plan_fails(spec, "pd_pool (prefill).offload.offload_backend 'cpu' is not a --offload-backend value",
            "valid: auto, uva, prefetch")
 
 
 def test_unknown_kv_role_gets_a_suggestion():
-    _fails(make_spec(pools=_pools(decode={"kv_role": "kv_consumers"})),
+    plan_fails(make_spec(pools=_pools(decode={"kv_role": "kv_consumers"})),
            "pd_pool (decode).kv_role 'kv_consumers' is not valid (did you mean kv_consumer?)",
            "valid: kv_producer, kv_consumer, kv_both")
 
@@ -319,14 +310,14 @@ def test_enum_tables_match_the_vllm_source(version):
 
 # --- IPv6: refused, clearly --------------------------------------------------------
 def test_ipv6_cluster_network_is_refused():
-    _fails(make_spec(cluster_cidr="fd00:20::/64"), "pd_cluster_cidr 'fd00:20::/64' is an IPv6 network",
+    plan_fails(make_spec(cluster_cidr="fd00:20::/64"), "pd_cluster_cidr 'fd00:20::/64' is an IPv6 network",
            "IPv4 cluster networks only", "10.20.0.0/22")
 
 
 def test_ipv6_host_address_is_refused():
     spec = make_spec()
     spec["hosts"]["decode-tray-000"]["address"] = "fd00:20::5"
-    _fails(spec, "host decode-tray-000: pd_address fd00:20::5 is IPv6", "IPv4 address inside pd_cluster_cidr")
+    plan_fails(spec, "host decode-tray-000: pd_address fd00:20::5 is IPv6", "IPv4 address inside pd_cluster_cidr")
 
 
 # --- secrets an enabled feature needs --------------------------------------------
@@ -342,7 +333,7 @@ def _api_key_inventory(key):
 def test_api_key_enabled_without_the_key():
     spec = _api_key_inventory(None)
     assert json.dumps(spec).count("pd_router_api_key") == 1  # a status, never a value
-    _fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
+    plan_fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
            "pd_router.api_key_enabled is true but the vault variable pd_router_api_key is not set",
            "16+ characters", "api_key_enabled: false")
 
@@ -350,7 +341,7 @@ def test_api_key_enabled_without_the_key():
 def test_api_key_too_short():
     spec = _api_key_inventory("short-key")
     assert "short-key" not in json.dumps(spec)
-    _fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
+    plan_fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
            "pd_router_api_key is shorter than 16 characters")
 
 
@@ -363,42 +354,42 @@ def test_api_key_present_plans_and_stays_out_of_the_plan():
 
 # --- router values ---------------------------------------------------------------
 def test_router_bind_address_that_is_a_host_name():
-    _fails(make_spec(router={"bind_address": "localhost"}), "pd_router.bind_address is 'localhost'",
+    plan_fails(make_spec(router={"bind_address": "localhost"}), "pd_router.bind_address is 'localhost'",
            "an IPv4 address of the router host, 0.0.0.0")
 
 
 def test_router_bind_address_ipv6_wildcard():
-    _fails(make_spec(router={"bind_address": "::"}), "pd_router.bind_address is '::'", "IPv6")
+    plan_fails(make_spec(router={"bind_address": "::"}), "pd_router.bind_address is '::'", "IPv6")
 
 
 def test_one_bind_address_for_two_routers():
     spec = make_spec(router={"bind_address": "10.20.0.5"})
     spec["groups"]["router"].append("prefill-tray-000")
-    _fails(spec, "pd_router.bind_address 10.20.0.5 is one address but the router group has 2 hosts",
+    plan_fails(spec, "pd_router.bind_address 10.20.0.5 is one address but the router group has 2 hosts",
            "0.0.0.0 or unset")
 
 
 def test_router_health_endpoint_that_is_not_a_path():
-    _fails(make_spec(router={"health_check_endpoint": "health"}), "pd_router.health_check_endpoint is 'health'",
+    plan_fails(make_spec(router={"health_check_endpoint": "health"}), "pd_router.health_check_endpoint is 'health'",
            "an absolute URL path such as /health")
 
 
 def test_router_interval_of_zero():
-    _fails(make_spec(router={"health_check_interval_secs": 0}), "pd_router.health_check_interval_secs is 0",
+    plan_fails(make_spec(router={"health_check_interval_secs": 0}), "pd_router.health_check_interval_secs is 0",
            "at least 1")
 
 
 def test_router_port_out_of_range():
-    _fails(make_spec(router={"metrics_port": 70000}), "pd_router.metrics_port is 70000", "1-65535")
+    plan_fails(make_spec(router={"metrics_port": 70000}), "pd_router.metrics_port is 70000", "1-65535")
 
 
 def test_router_startup_check_slower_than_its_timeout():
-    _fails(make_spec(router={"worker_startup_check_interval": 60, "worker_startup_timeout_secs": 30}),
+    plan_fails(make_spec(router={"worker_startup_check_interval": 60, "worker_startup_timeout_secs": 30}),
            "pd_router.worker_startup_check_interval 60 is longer than pd_router.worker_startup_timeout_secs 30")
 
 
 def test_router_policy_typo_gets_a_suggestion():
-    _fails(make_spec(router={"prefill_policy": "cache-aware"}),
+    plan_fails(make_spec(router={"prefill_policy": "cache-aware"}),
            "pd_router.prefill_policy 'cache-aware' is not valid (did you mean cache_aware?)", "round_robin")
 
 
@@ -421,7 +412,7 @@ def _public_spec(**extra) -> dict:
 
 
 def test_public_cluster_network_is_refused():
-    _fails(_public_spec(), "pd_cluster_cidr 11.20.0.0/16 is not a private network",
+    plan_fails(_public_spec(), "pd_cluster_cidr 11.20.0.0/16 is not a private network",
            "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10", "pd_plan_allow_public_network: true")
 
 
