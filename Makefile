@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PY_COLORS := 0
 
-.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test bench bench-serve render clean lab lab-nodes lab-destroy
+.PHONY: help venv vllm-venv promtool lint syntax unit parser-test molecule test-fast test test-setup lab-assets bench bench-serve render clean lab lab-nodes lab-destroy
 # `make molecule`: two lanes of light scenarios side by side (no vLLM in
 # them; they mostly wait on podman and apt), then the CPU-heavy cluster alone.
 MOLECULE_LANES := "preflight model_weights" "monitoring nvidia"
@@ -33,6 +33,7 @@ TEST_LANES := cluster "lint preflight model_weights monitoring nvidia pytest"
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
+	@echo "make lab SHAPE=wide  a DP2 instance on two nodes (leader + headless) and a DP2 one; does not serve yet (docs/serving.md)"
 	@echo "make test       every test (lint, unit, real vLLM parser, molecule)"
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
@@ -61,7 +62,7 @@ promtool: $(PROMTOOL)
 # the front_door role installs on bookworm).
 NGINX := .cache/nginx/usr/sbin/nginx
 export PD_NGINX := $(CURDIR)/$(NGINX)
-$(NGINX):
+$(NGINX): | $(PROMTOOL)
 	mkdir -p .cache/nginx
 	cd .cache/nginx && { apt-get download nginx 2>/dev/null || { apt-get update -qq && apt-get download nginx; }; }
 	dpkg-deb -x .cache/nginx/nginx_*.deb .cache/nginx
@@ -91,10 +92,13 @@ vllm-venv: $(VLLM_VENV)/.installed $(VLLM_OVERLAY_STAMPS)
 # (tests/unit/test_rayserve_ray.py). Not ray[llm]: it pins vllm==0.29.0. Ray
 # with the llm extra's other packages (~780 MB), and .venv-vllm's vLLM (CPU
 # 0.32.0, the release Ray mode plans) on its path through a .pth file, since
-# importing Ray's P/D argument model imports vLLM.
+# importing Ray's P/D argument model imports vLLM. fastapi is vLLM 0.32.0's pin:
+# with 0.165.0 Serve 2.60's class-based ingress loses its `self` injection
+# (every request 400, see docs/rayserve.md).
 RAY_VENV := .venv-ray
 RAY_PACKAGES := "ray[serve]==2.60.0" pyarrow==26.0.1 pandas==3.1.1 fsspec==2026.9.0 jsonref==1.1.0 \
-	jsonschema==4.26.0 typer==0.29.2 hf_transfer==0.1.9
+	jsonschema==4.26.0 typer==0.29.2 hf_transfer==0.1.9 \
+	fastapi==0.136.3
 .PHONY: ray-venv
 $(RAY_VENV)/.installed: $(VLLM_VENV)/.installed
 	$(PYTHON) -m venv $(RAY_VENV)
@@ -128,26 +132,37 @@ parser-test: venv vllm-venv ray-venv
 
 # Molecule scenarios on lab nodes (builds the node image, wheelhouse and tiny
 # model first; they are reused afterwards).
-molecule: venv vllm-venv
-	$(BIN)/python lab/labctl.py assets
+molecule: venv vllm-venv lab-assets
 	$(BIN)/python tools/molecule_lanes.py $(MOLECULE_LANES) -- $(MOLECULE_HEAVY)
 
 test-fast: lint unit
 
+# What `make test` needs, built side by side: the venvs' and the wheelhouse's
+# downloads and unpacking overlap (~11 min one after another on a fresh
+# clone). The apt downloads (promtool, nginx, the lab's host packages) take
+# turns: two `apt-get update` at once fight over apt's lock.
+test-setup:
+	$(MAKE) --no-print-directory -j4 venv vllm-venv ray-venv $(PROMTOOL) $(NGINX) lab-assets
+
+# The lab nodes' wheelhouse and the tiny model (made with .venv-vllm's torch).
+lab-assets: $(BIN)/.installed $(VLLM_VENV)/.installed | $(NGINX)
+	$(BIN)/python lab/labctl.py assets
+
 # Everything: lint, molecule and the unit, playbook and real-parser tests
 # (which must not skip here) in lanes; the lanes' summary is the last line.
-test: venv vllm-venv ray-venv $(PROMTOOL) $(NGINX)
-	$(BIN)/python lab/labctl.py assets
+test: test-setup
 	$(VLLM_PARSER_ENV) PD_REQUIRE_VLLM_PARSER=1 $(BIN)/python tools/molecule_lanes.py $(TEST_LANES)
 
 PREFILL ?= 1
 DECODE ?= 1
+# default (inventories/lab) or wide (plus inventories/lab-wide: data parallel, an instance on two nodes).
+SHAPE ?= default
 # The lab: podman nodes with systemd on this machine, then site.yml on them.
 lab: venv vllm-venv
-	$(BIN)/python lab/labctl.py up --prefill $(PREFILL) --decode $(DECODE)
+	$(BIN)/python lab/labctl.py up --prefill $(PREFILL) --decode $(DECODE) --shape $(SHAPE)
 
 lab-nodes: venv vllm-venv
-	$(BIN)/python lab/labctl.py nodes --prefill $(PREFILL) --decode $(DECODE)
+	$(BIN)/python lab/labctl.py nodes --prefill $(PREFILL) --decode $(DECODE) --shape $(SHAPE)
 
 lab-destroy:
 	$(PYTHON) lab/labctl.py destroy

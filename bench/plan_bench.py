@@ -9,21 +9,16 @@ gb200 sample, plus one router/monitoring host.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from pd_bench.inventory import timed_render, write_inventory
 from pd_bench.specs import make_spec
 from pd_planner import build_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = (36, 72, 144, 288)
 REPEATS = 7
 
@@ -42,32 +37,10 @@ def measure(trays: int) -> tuple[float, dict]:
 def render_through_ansible(trays: int, render_hosts: str = "") -> float:
     """Wall time of render.yml on a generated inventory: hostvars, the
     planner, plan.json and the files of `render_hosts` (none by default)."""
-    spec = make_spec(trays // 2, trays // 2)
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "inventory"
-        shutil.copytree(ROOT / "inventories" / "gb200" / "group_vars", inventory / "group_vars")
-        children = {
-            group: {"hosts": {h: {"pd_address": spec["hosts"][h]["address"]} for h in hosts}}
-            for group, hosts in spec["groups"].items()
-        }
-        (inventory / "group_vars" / "all" / "network.yml").write_text("pd_cluster_cidr: 10.20.0.0/16\n")
-        # Every tray in the sample's IMEX domain, as the planner requires (one domain: a benchmark).
-        platform = inventory / "group_vars" / "all" / "platform.yml"
-        settings = yaml.safe_load(platform.read_text())
-        settings["pd_imex_domains"] = {settings["pd_imex_domain"]: [
-            spec["hosts"][h]["address"] for g in ("prefill", "decode") for h in spec["groups"][g]]}
-        platform.write_text(yaml.safe_dump(settings, sort_keys=False))
-        (inventory / "hosts.yml").write_text(json.dumps({"all": {"children": children}}))
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-        start = time.perf_counter()
-        run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
-                              str(ROOT / "playbooks/render.yml"), "-i", str(inventory), "-e", f"render_dir={tmp}/out",
-                              "-e", f"render_hosts={render_hosts}"],
-                             capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-        elapsed = time.perf_counter() - start
-        if run.returncode:
-            raise SystemExit(f"render.yml failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
-        return elapsed
+        write_inventory(make_spec(trays // 2, trays // 2), inventory)
+        return timed_render(inventory, Path(tmp) / "out", f"render_hosts={render_hosts}")
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ and the requests that failed from the kill until the worker is routed again
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import re
@@ -38,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lab"))
 
-from pdlab import inventory  # noqa: E402  (the lab's own inventory reader)
+from pdlab import inventory, pollers  # noqa: E402  (the lab's own inventory reader and NIXL poller share)
 from pdlab.shell import LABEL  # noqa: E402
 
 
@@ -141,6 +142,16 @@ def router_health(metrics_url: str) -> dict[str, float]:
             for m in re.finditer(r'^vllm_router_worker_health\{[^}]*worker="([^"]+)"[^}]*\} (\S+)', text, re.M)}
 
 
+def worker_gauge(health: dict[str, float], url: str) -> float | None:
+    """The router's health gauge for one instance: its bare URL, or every
+    rank-pinned URL of a data-parallel instance (`url@0`, `url@1`, ...: the
+    router registers one worker per rank). The lowest value counts, so the
+    instance is routed again only when every rank is; None when absent."""
+    values = [value for worker, value in health.items()
+              if worker == url or re.fullmatch(re.escape(url) + r"@\d+", worker)]
+    return min(values) if values else None
+
+
 def unit_state(node: str, unit: str) -> tuple[int, str]:
     out = node_exec(node, "systemctl", "show", "--property=MainPID,ActiveState", f"{unit}.service", check=False)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -174,7 +185,7 @@ def kill_worker(worker: Worker, loop: RequestLoop, metrics_url: str, timeout: fl
             outcome.times["health"] = elapsed
         if "restarted" in outcome.times and "active" not in outcome.times and state == "active":
             outcome.times["active"] = elapsed
-        gauge = router_health(metrics_url).get(worker.url)
+        gauge = worker_gauge(router_health(metrics_url), worker.url)
         if gauge == 0:
             seen_down = True
         # Back in the router: its health gauge is 1 again after the new
@@ -229,6 +240,9 @@ def main(argv: list[str]) -> int:
     cli.add_argument("--timeout", type=float, default=300, help="longest wait for one recovery, seconds")
     cli.add_argument("--settle", type=float, default=5, help="requests still counted after a recovery, seconds")
     cli.add_argument("--out", type=Path, help="write the outcomes as JSON here too")
+    cli.add_argument("--pollers-low", action="store_true",
+                     help="keep every NIXL polling thread on the lab's small CPU share for the run (a restarting "
+                          "worker then competes with no spinning poller, as on a many-core GPU host)")
     cli.add_argument("--list", action="store_true",
                      help="only show the instances, their units' state and the router's view; send and kill nothing")
     opts = cli.parse_args(argv)
@@ -254,11 +268,20 @@ def main(argv: list[str]) -> int:
         health = router_health(metrics_url)
         for w in workers:
             pid, state = unit_state(w.node, w.unit)
+            gauge = worker_gauge(health, w.url)
             print(f"  {w.instance:<12} {w.unit} on {w.node}: {state}, main pid {pid}; {w.url}/health "
                   f"{'200' if http_ok(w.url + '/health') else 'not answering'}; router health gauge "
-                  f"{health.get(w.url, 'absent')}")
+                  f"{'absent' if gauge is None else gauge}")
         return 0
 
+    vllm_nodes = [n for n in nodes if n != lab.ctl.name]
+    low_pollers = contextlib.ExitStack()
+    if opts.pollers_low:
+        # Restarted workers' new pollers are moved within 5 s; the normal
+        # share comes back when the run ends (callbacks run last-in first).
+        pollers.deprioritize_nixl_pollers(vllm_nodes)
+        low_pollers.callback(pollers.serve_with_nixl_pollers)
+        low_pollers.enter_context(pollers.PollerWatch(vllm_nodes, every=5))
     loop = RequestLoop(router_url, lab.model, opts.interval)
     loop.start()
     outcomes = []
@@ -279,6 +302,7 @@ def main(argv: list[str]) -> int:
     finally:
         loop.stopping.set()
         loop.join(timeout=70)
+        low_pollers.close()
     if opts.out:
         opts.out.write_text(json.dumps([o.__dict__ for o in outcomes], indent=2) + "\n")
     return 0 if all("not recovered" not in " ".join(o.errors) and "not serving" not in " ".join(o.errors)

@@ -1,12 +1,14 @@
 """The lab's commands (lab/labctl.py is the entry point).
 
     labctl.py up [--prefill N] [--decode M]   build what is missing, start nodes, run site.yml
-    labctl.py nodes [--prefill N] [--decode M] only build and start the nodes
+    labctl.py up --shape wide                  the same with inventories/lab-wide: a DP2 instance on
+                                               two nodes (leader + headless follower), a DP2 one on one
+    labctl.py nodes [--prefill N] [--decode M] [--shape S]  only build and start the nodes
     labctl.py assets                           only build image, wheelhouse and model (molecule)
     labctl.py destroy                          remove nodes and the network
     labctl.py watch-pollers NODE...            keep NIXL pollers on a small CPU share while the nodes exist
     labctl.py status
-    labctl.py inventory-args [--prefill N] [--decode M]   site.yml's -i arguments for a shape
+    labctl.py inventory-args [--prefill N] [--decode M] [--shape S]   site.yml's -i arguments for a shape
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .shell import ENV, LABEL, ROOT, STATE, podman, step
 
 def converge(lab: inventory.Lab, prefill: int, decode: int, retiring: list[str] | None = None) -> int:
     started = time.monotonic()
-    args = inventory.inventory_args(prefill, decode, retiring)
+    args = inventory.inventory_args(prefill, decode, retiring, lab.shape)
     step(f"running playbooks/site.yml ({' '.join(args)})")
     playbook = Path(sys.executable).parent / "ansible-playbook"
     vllm_nodes = [name for name in lab.hosts(prefill, decode) if name != lab.ctl.name]
@@ -62,17 +64,19 @@ def up(lab: inventory.Lab, prefill: int, decode: int, started: float) -> int:
         return rc
     if retiring:
         nodes.remove_nodes(retiring)
-        inventory.inventory_args(prefill, decode)
+        inventory.inventory_args(prefill, decode, shape=lab.shape)
     pollers.deprioritize_nixl_pollers(vllm_nodes)
     pollers.serve_with_nixl_pollers()
-    step(f"lab converged in {time.monotonic() - started:.0f} s: {prefill} prefill, {decode} decode")
+    shape = (f"shape {lab.shape}: " + ", ".join(sorted(n for n in lab.hosts(prefill, decode) if n != lab.ctl.name))
+             if lab.fixed else f"{prefill} prefill, {decode} decode")
+    step(f"lab converged in {time.monotonic() - started:.0f} s: {shape}")
     probes.first_completion(lab, started)
     probes.prometheus_report(lab)
     print("  nodes:      podman ps --filter label=" + LABEL)
     print(f"  router API: http://127.0.0.1:{lab.router_port}/v1")
     print(f"  Prometheus: http://127.0.0.1:{lab.prometheus_port} (rules: pool:vllm_tokens_per_gpu:rate1m, ...)")
     print("  verify:     .venv/bin/ansible-playbook playbooks/verify.yml "
-          + " ".join(inventory.inventory_args(prefill, decode)))
+          + " ".join(inventory.inventory_args(prefill, decode, shape=lab.shape)))
     return 0
 
 
@@ -83,6 +87,8 @@ def main(argv: list[str]) -> int:
     cli.add_argument("nodes", nargs="*", help="watch-pollers: the node (container) names")
     cli.add_argument("--prefill", type=int, default=1)
     cli.add_argument("--decode", type=int, default=1)
+    cli.add_argument("--shape", choices=tuple(inventory.SHAPES), default="default",
+                     help="default: inventories/lab (scaled by --prefill/--decode); wide: plus inventories/lab-wide")
     opts = cli.parse_args(argv)
     if opts.command == "watch-pollers":
         return pollers.watch_pollers(opts.nodes)
@@ -94,9 +100,10 @@ def main(argv: list[str]) -> int:
     if opts.command == "status":
         print(podman("ps", "-a", "--filter", f"label={LABEL}").stdout)
         return 0
-    lab = inventory.load()
+    lab = inventory.load(opts.shape)
+    lab.hosts(opts.prefill, opts.decode)  # refuses --prefill/--decode with a shape that lists its hosts
     if opts.command == "inventory-args":
-        print(" ".join(inventory.inventory_args(opts.prefill, opts.decode)))
+        print(" ".join(inventory.inventory_args(opts.prefill, opts.decode, shape=opts.shape)))
         return 0
     started = time.monotonic()
     assets(lab)

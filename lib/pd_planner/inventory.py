@@ -8,6 +8,7 @@ reader over hostvars, tests pass a dict.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Callable, Mapping
 
 from .errors import PlanError
@@ -62,7 +63,7 @@ ROUTER_API_KEY_MIN_LENGTH = 16
 # inventory or in hostvars: the plan fact, role and playbook variables.
 # tests/unit/test_bad_input.py keeps this in step with roles and playbooks.
 OTHER_VARIABLES = (
-    "pd_plan", "pd_plan_show", "pd_plan_refresh", "pd_plan_table_file", ALLOW_PUBLIC_VARIABLE,
+    "pd_plan", "pd_plan_show", "pd_plan_refresh", ALLOW_PUBLIC_VARIABLE,
     "pd_systemd_verify_unit", "pd_systemd_worker_gate",
     "pd_run_lock_file", "pd_run_lock_stale_after",
     "pd_venv_path", "pd_venv_steps", "pd_venv_version", "pd_venv_version_code", "pd_venv_mark",
@@ -100,15 +101,23 @@ def check_variable_names(hosts: list[str], names: Callable) -> None:
 
 
 def _secret_status(hosts: list[str], read: Callable, variable: str, minimum: int) -> str:
-    """"ok", "missing" or "short" for a secret on these hosts; the value
-    itself never leaves this function."""
-    status = "ok" if hosts else "missing"
+    """"ok", "missing on HOST", "short" or "differs on HOST" for a secret
+    every one of these hosts must see, the same; the value itself never
+    leaves this function (compared by digest)."""
+    if not hosts:
+        return "missing"
+    status, first = "ok", None
     for host in hosts:
         value = read(host, variable)
         if value is None or value == "":
-            return "missing"
+            return f"missing on {host}"
         if len(str(value)) < minimum:
             status = "short"
+        digest = hashlib.sha256(str(value).encode()).hexdigest()
+        if first is None:
+            first = (host, digest)
+        elif digest != first[1] and status == "ok":
+            status = f"differs on {host} from {first[0]}"
     return status
 
 
@@ -158,8 +167,11 @@ def spec_from_inventory(groups: dict, read: Callable) -> dict:
     router = spec.get("router")
     spec["secrets"] = {}
     if isinstance(router, Mapping) and router.get("api_key_enabled") is True:
+        # The router sends it and the workers require it (VLLM_API_KEY): every
+        # router and serving host must see the same key.
         spec["secrets"]["pd_router_api_key"] = _secret_status(
-            groups["router"], read, "pd_router_api_key", ROUTER_API_KEY_MIN_LENGTH)
+            list(dict.fromkeys([*groups["router"], *groups["prefill"], *groups["decode"]])), read,
+            "pd_router_api_key", ROUTER_API_KEY_MIN_LENGTH)
     for variable in REQUIRED:
         if spec[CLUSTER_VARIABLES[variable]] in (None, "", {}):
             raise PlanError(f"{variable} is not set; define it in group_vars/all")

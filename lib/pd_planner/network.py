@@ -30,6 +30,11 @@ def cluster_network(cidr: object):
         network = netaddr.IPNetwork(str(cidr))
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise PlanError(f"pd_cluster_cidr {cidr!r} is not a network in CIDR form ({exc})") from exc
+    if network.ip != network.network:
+        raise PlanError(
+            f"pd_cluster_cidr {cidr!r} has host bits set; valid: the network address, "
+            f"did you mean '{network.cidr}'?"
+        )
     if network.version != 4:
         raise PlanError(
             f"pd_cluster_cidr {cidr!r} is an IPv6 network; the planner lays out IPv4 cluster networks only "

@@ -141,7 +141,23 @@ def name_and_rank(cluster: Cluster, layouts: dict) -> list[Slot]:
             seen_names[name] = leader
             seen_ranks[rank] = name
             result.append(Slot(pool_name, index, name, rank, total, tuple(placement)))
+        _check_unused_names_and_ranks(cluster, pool_name, led_here)
     return result
+
+
+def _check_unused_names_and_ranks(cluster: Cluster, pool_name: str, led_here: dict[str, int]) -> None:
+    """A name or rank given to a host for an instance it does not lead would be
+    silently dropped (a follower, or more entries than instances led)."""
+    for host in cluster.groups[pool_name]:
+        led = led_here.get(host, 0)
+        for variable, key in (("pd_instance_names", "instance_names"), ("pd_kv_ranks", "kv_ranks")):
+            given = cluster.hosts[host][key]
+            if len(given) > led:
+                raise PlanError(
+                    f"host {host}: {variable} has {len(given)} entries but the host leads {led} {pool_name} "
+                    f"instance(s) (a follower of a spanning instance leads none); give at most {led}, "
+                    "in the order of the instances it leads"
+                )
 
 
 def build_instances(cluster: Cluster, layouts: dict, warnings: list) -> list[dict]:
@@ -155,6 +171,17 @@ def build_instances(cluster: Cluster, layouts: dict, warnings: list) -> list[dic
         return capacities[key]
 
     return [instance(cluster, slot, capacity_of) for slot in name_and_rank(cluster, layouts)]
+
+
+def cpu_threads_bind(cores: list[int]) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND of a CPU node: one core list per local worker
+    rank, separated by '|'. Each core stands in for one device, so each of the
+    node's ranks (its local data-parallel ranks x tensor x pipeline) gets one
+    core. vLLM 0.32's CPU build (utils/ompmultiprocessing.py) splits the
+    value on '|' and gives local DP rank r the slice [r*world, (r+1)*world);
+    a comma list would be one rank's cores and fail the second rank's
+    length check."""
+    return "|".join(str(core) for core in cores)
 
 
 def instance(cluster: Cluster, slot: Slot, capacity_of) -> dict:
@@ -225,6 +252,8 @@ def instance(cluster: Cluster, slot: Slot, capacity_of) -> dict:
     for node in instance["nodes"]:
         node["serve_args"] = serve_args(cluster, pool, instance, node)
         node["env"] = node_env(cluster, pool, instance, node)
+        if node["device"] == "cpu":
+            node["env"]["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(node["gpus"])
         launcher = vllm_host(node["device"], cluster.vllm["version"], cluster.vllm["install_root"])["launcher"]
         # The unit's whole ExecStart, composed here only.
         node["argv"] = [*launcher, node["model"], *node["serve_args"]]

@@ -21,7 +21,7 @@ import json
 from . import catalog, ports
 from .cluster import POOLS, Cluster
 from .errors import PlanError
-from .schema import BOOL, INT, STR, normalize
+from .schema import BOOL, PORT, STR, normalize
 from .versions import parse_version
 from .vllm_args import vllm_host
 
@@ -31,18 +31,18 @@ MODES = ("units", "rayserve")
 SERVING_OPTIONS: dict[str, tuple] = {
     "mode": (STR, "units", "units: a systemd unit per instance node + vllm-router; rayserve: Ray Serve LLM P/D"),
     "ray_version": (STR, "2.60.0", "Ray release of the rayserve mode (ray[serve,llm])"),
-    "gcs_port": (INT, 6379, "Ray head's GCS port (ray start --port)"),
-    "dashboard_port": (INT, 8265, "Ray dashboard / job API on the head; serve deploy talks to it"),
-    "client_server_port": (INT, 10001, "Ray client server on the head"),
-    "serve_port": (INT, 8000, "Serve's HTTP proxy on the head: the OpenAI API"),
-    "node_manager_port": (INT, 6380, "raylet port on every Ray node"),
-    "object_manager_port": (INT, 6381, "object manager port on every Ray node"),
-    "runtime_env_agent_port": (INT, 6382, "runtime env agent port on every Ray node"),
-    "dashboard_agent_grpc_port": (INT, 6383, "dashboard agent gRPC port on every Ray node"),
-    "dashboard_agent_listen_port": (INT, 6384, "dashboard agent HTTP port on every Ray node"),
-    "metrics_export_port": (INT, 6385, "Ray's Prometheus endpoint on every Ray node (Serve and vLLM metrics)"),
-    "min_worker_port": (INT, 10002, "first port of Ray's worker processes on every node"),
-    "max_worker_port": (INT, 10127, "last port of Ray's worker processes on every node"),
+    "gcs_port": (PORT, 6379, "Ray head's GCS port (ray start --port)"),
+    "dashboard_port": (PORT, 8265, "Ray dashboard / job API on the head; serve deploy talks to it"),
+    "client_server_port": (PORT, 10001, "Ray client server on the head"),
+    "serve_port": (PORT, 8000, "Serve's HTTP proxy on the head: the OpenAI API"),
+    "node_manager_port": (PORT, 6380, "raylet port on every Ray node"),
+    "object_manager_port": (PORT, 6381, "object manager port on every Ray node"),
+    "runtime_env_agent_port": (PORT, 6382, "runtime env agent port on every Ray node"),
+    "dashboard_agent_grpc_port": (PORT, 6383, "dashboard agent gRPC port on every Ray node"),
+    "dashboard_agent_listen_port": (PORT, 6384, "dashboard agent HTTP port on every Ray node"),
+    "metrics_export_port": (PORT, 6385, "Ray's Prometheus endpoint on every Ray node (Serve and vLLM metrics)"),
+    "min_worker_port": (PORT, 10002, "first port of Ray's worker processes on every node"),
+    "max_worker_port": (PORT, 10127, "last port of Ray's worker processes on every node"),
     "autoscale": (BOOL, False, "let Serve add replicas up to what the pool's GPUs hold (min stays the planned count)"),
 }
 
@@ -76,6 +76,11 @@ def check_serving(raw: object) -> dict:
     serving = normalize(raw, SERVING_OPTIONS, "pd_serving")
     if serving["mode"] not in MODES:
         raise PlanError(f"pd_serving.mode is {serving['mode']!r}; valid: {', '.join(MODES)}")
+    if serving["min_worker_port"] > serving["max_worker_port"]:
+        raise PlanError(
+            f"pd_serving.min_worker_port ({serving['min_worker_port']}) is above pd_serving.max_worker_port "
+            f"({serving['max_worker_port']}); valid: min_worker_port <= max_worker_port"
+        )
     return serving
 
 
@@ -147,6 +152,9 @@ def llm_config(cluster: Cluster, pool_name: str, instance: dict, serving: dict) 
         "engine_kwargs": kwargs,
         "placement_group_config": {"bundles": [bundle] * per_replica, "strategy": "STRICT_PACK"},
         "deployment_config": {"name": pool_name},
+        # vLLM's engine metrics through Ray's metrics port (Ray 2.60's default, pinned here:
+        # the scrape jobs and verify.yml rely on it).
+        "log_engine_metrics": True,
         "runtime_env": {"env_vars": {k: v for k, v in sorted(leader["env"].items()) if k in RUNTIME_ENV_KEYS}},
         # Ray sets VLLM_NIXL_SIDE_CHANNEL_PORT = base + replica offset.
         "experimental_configs": {"NIXL_SIDE_CHANNEL_PORT_BASE": side_channel_base(cluster, pool_name)},

@@ -90,6 +90,9 @@ def longest_stream_secs(cluster: Cluster, decode: list[dict]) -> int | None:
 # an hour, the figure the samples used before it was derived.
 UNKNOWN_LENGTH_TIMEOUT_SECS = 3600
 DERIVED = ("request_timeout_secs", "max_concurrent_requests", "queue_size", "queue_timeout_secs")
+# A pool policy left unset, with no pd_router.policy: cache_aware sends a
+# prompt prefix to the prefill instance that holds its KV; decode spreads.
+DEFAULT_POLICY = {"prefill": "cache_aware", "decode": "round_robin"}
 
 
 def router_settings(cluster: Cluster, decode: list[dict], warnings: list | None) -> dict:
@@ -118,8 +121,13 @@ def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None =
     prefill = [i for i in instances if i["role"] == "prefill"]
     decode = [i for i in instances if i["role"] == "decode"]
     router = router_settings(cluster, decode, warnings)
+    if router["policy"] is not None and router["prefill_policy"] is not None and router["decode_policy"] is not None:
+        raise PlanError(
+            f"pd_router.policy {router['policy']} applies to no pool: prefill_policy and decode_policy are both "
+            "set; remove policy, or one of the pool policies it should fill in"
+        )
     for pool, members in (("prefill", prefill), ("decode", decode)):
-        policy = router[f"{pool}_policy"] or router["policy"]
+        policy = router[f"{pool}_policy"] = router[f"{pool}_policy"] or router["policy"] or DEFAULT_POLICY[pool]
         # vllm-router refuses to start otherwise ("Power-of-two policy for
         # decode requires at least 2 decode workers").
         if policy == "power_of_two" and len(members) < 2:
@@ -148,8 +156,9 @@ def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None =
             args += ["--kv-connector", "nixl"]
         # No --retry-max-retries: in PD mode 0.1.17 sends each request once
         # (route_transparent does not retry), so the flag would promise nothing.
+        # No --policy: vllm-router uses it only for a pool policy left unset,
+        # and the plan sets both.
         args += [
-            "--policy", router["policy"],
             "--prefill-policy", router["prefill_policy"],
             "--decode-policy", router["decode_policy"],
             "--health-check-endpoint", router["health_check_endpoint"],
@@ -165,10 +174,10 @@ def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None =
             "--queue-timeout-secs", str(router["queue_timeout_secs"]),
         ]
         args += ["--prometheus-host", address, "--prometheus-port", str(router["metrics_port"])]
-        if router["api_key_enabled"]:
-            # systemd expands ${VAR} from the unit's root-only EnvironmentFile;
-            # the key itself never enters the plan.
-            args += ["--api-key", "${" + ROUTER_API_KEY_ENV + "}"]
+        # No --api-key even with keys enabled: in PD mode 0.1.17 authenticates
+        # to the workers with $OPENAI_API_KEY from the root-only env file
+        # (measured, tests/playbooks/test_api_key.py), and systemd would expand
+        # ${VAR} onto the command line, where ps shows it.
         args += flag_args(router["extra_args"])
         hosts.append({
             "host": host,
@@ -190,5 +199,5 @@ def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None =
         "api_key_env": ROUTER_API_KEY_ENV if router["api_key_enabled"] else None,
         "settings": cluster.router,
         # What the router runs with for the options pd_router leaves unset.
-        "effective": {key: router[key] for key in DERIVED},
+        "effective": {key: router[key] for key in (*DERIVED, "prefill_policy", "decode_policy")},
     }

@@ -247,14 +247,18 @@ MODEL_OPTIONS: dict[str, tuple] = {
 
 # pd_router
 POLICY = Choice(catalog.ROUTER_POLICIES, nullable=False)
+OPT_POLICY = Choice(catalog.ROUTER_POLICIES)
 ROUTER_OPTIONS: dict[str, tuple] = {
     "port": (INT, 8000, "OpenAI API port of the router"),
     "bind_address": (OPT_STR, None, "address the API binds; default the router host's cluster address"),
     "metrics_port": (INT, 29000, "Prometheus metrics port of the router"),
     "discovery_port": (INT, 30001, "ZMQ discovery port (legacy P2pNcclConnector only)"),
-    "policy": (POLICY, "round_robin", "default policy"),
-    "prefill_policy": (POLICY, "cache_aware", "--prefill-policy"),
-    "decode_policy": (POLICY, "round_robin", "--decode-policy (power_of_two needs 2+ decode instances)"),
+    # vllm-router's --policy only fills in a pool policy left unset: the plan
+    # resolves both and passes them, so `policy` is the fallback of each.
+    "policy": (OPT_POLICY, None, "both pools' policy where prefill_policy / decode_policy is unset"),
+    "prefill_policy": (OPT_POLICY, None, "--prefill-policy (unset: policy, else cache_aware)"),
+    "decode_policy": (OPT_POLICY, None,
+                      "--decode-policy (unset: policy, else round_robin; power_of_two needs 2+ decode instances)"),
     # A dead worker leaves the pool after health_failure_threshold failed
     # checks: within interval x threshold (+ timeout when it hangs).
     "health_check_interval_secs": (INT, 5, "--health-check-interval-secs"),
@@ -292,7 +296,12 @@ MONITORING_OPTIONS: dict[str, tuple] = {
     "alert_kv_cache_usage": (NUM, 0.95, "KV cache usage (0-1) that counts as nearly full"),
     "alert_router_error_ratio": (NUM, 0.05, "router errors / requests that alerts"),
     "alert_for": (STR, "10m", "how long a capacity or latency condition must hold"),
-    "alert_down_for": (STR, "2m", "how long a target must be down"),
+    # 15s: the rule sees up == 0 at two evaluations in a row (one failed
+    # scrape never pages) and, with the 15s scrape interval and
+    # Alertmanager's 5s group wait, reaches a receiver within 50 s of a
+    # crash (<= scrape + evaluation + for + group wait = 15+15+15+5 s).
+    "alert_down_for": (STR, "15s", "how long a target must be down (default: two evaluations; a "
+                       "notification within 50 s of a crash at the 15s scrape interval)"),
     "grafana_enabled": (BOOL, True, "deploy Grafana provisioning"),
     "grafana_port": (PORT, 3000, "Grafana web port"),
 }

@@ -281,6 +281,9 @@ def check_settings(spec: dict) -> None:
 # Secrets an enabled feature needs, as the inventory reader reports them
 # (spec["secrets"]: variable -> "ok", "missing" or "short"; never the value).
 ROUTER_API_KEY_VARIABLE = "pd_router_api_key"
+# Router numbers: far beyond any sensible value, and inside every integer
+# field vllm-router 0.1.17 parses them into (10**20 made it fail at start).
+ROUTER_INT_MAX = 2**31 - 1
 # An absolute URL path: RFC 3986 path characters, no query or fragment.
 _URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
@@ -291,6 +294,12 @@ def check_router_values(router: dict, routers: list[str]) -> None:
     for key, value in router.items():
         if not isinstance(value, int) or isinstance(value, bool):
             continue
+        if value > ROUTER_INT_MAX:
+            raise PlanError(f"pd_router.{key} is {value}; valid: at most {ROUTER_INT_MAX}")
+        if key == "max_concurrent_requests" and value < 1:
+            # Measured on vllm-router 0.1.17: with 0 it answers 429 to every request.
+            raise PlanError(f"pd_router.max_concurrent_requests is {value}; valid: at least 1 (vllm-router "
+                            "admits nothing with 0), or unset to derive it from decode capacity")
         if key.endswith("port"):
             if not 1 <= value <= 65535:
                 raise PlanError(f"pd_router.{key} is {value}; valid: a port number 1-65535")
@@ -335,11 +344,16 @@ def check_secrets(spec: dict, router: dict) -> None:
         return
     status = secrets.get(ROUTER_API_KEY_VARIABLE, "missing")
     if status != "ok":
-        problem = "is not set" if status == "missing" else f"is shorter than {ROUTER_API_KEY_MIN_LENGTH} characters"
+        if status.startswith("missing"):
+            problem = "is not set" + status[len("missing"):]
+        elif status.startswith("differs"):
+            problem = "has different values: it " + status + " (the router would be refused by the workers)"
+        else:
+            problem = f"is shorter than {ROUTER_API_KEY_MIN_LENGTH} characters"
         raise PlanError(
             f"pd_router.api_key_enabled is true but the vault variable {ROUTER_API_KEY_VARIABLE} {problem}; "
-            f"valid: a key of {ROUTER_API_KEY_MIN_LENGTH}+ characters in the vault "
-            "(ansible-vault encrypt_string), or api_key_enabled: false"
+            f"valid: one key of {ROUTER_API_KEY_MIN_LENGTH}+ characters that the router and every worker host "
+            "see (group_vars/all, ansible-vault encrypt_string), or api_key_enabled: false"
         )
 
 

@@ -106,7 +106,7 @@ def check_runtime_rules(cluster: Cluster, warnings: list) -> dict:
             gpu_memory_gb=profile["gpu_memory_gb"], device=profile["device"])
         spans = -(-pool["gpus_per_instance"] // profile["gpus"])
         findings += vllm_rules.multinode_findings(
-            pool_name, {**cluster.worker_env, **pool["env"]}, spans, bool(profile["imex"]))
+            pool_name, {**cluster.worker_env, **pool["env"]}, spans, bool(profile["imex"]), profile["device"])
         pool_errors, pool_warnings = vllm_rules.errors_and_warnings(findings)
         errors += pool_errors
         warnings.extend(pool_warnings)

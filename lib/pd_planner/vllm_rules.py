@@ -358,19 +358,28 @@ def pool_findings(version: str, pool_name: str, pool: dict, *, model_max_len: in
 MULTINODE_ENV = ("NCCL_MNNVL_ENABLE", "NCCL_CUMEM_ENABLE", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 
 
-def multinode_findings(pool_name: str, env: dict, hosts_per_instance: int, nvlink_domain: bool) -> list[Finding]:
+def multinode_findings(pool_name: str, env: dict, hosts_per_instance: int, nvlink_domain: bool,
+                       device: str = "cuda") -> list[Finding]:
     """A warning when an instance spanning hosts lacks the multi-node environment.
 
     `env` is what its workers get from pd_worker_env and the pool's env;
     NCCL_MNNVL_ENABLE is expected only where the hosts share an NVLink
-    domain (GB200 trays of one IMEX domain)."""
+    domain (GB200 trays of one IMEX domain). The CPU build has no NCCL: its
+    ranks meet over gloo alone, so only GLOO_SOCKET_IFNAME applies."""
+    variable = f"pd_pool ({pool_name}).env"
     if hosts_per_instance < 2:
         return []
+    if device == "cpu":
+        if "GLOO_SOCKET_IFNAME" in env:
+            return []
+        return [Finding("warning", variable, (
+            f"{variable}: an instance spans {hosts_per_instance} hosts but its workers get no GLOO_SOCKET_IFNAME; "
+            "the CPU build's ranks meet over gloo, which otherwise picks the interface of the host name "
+            "(set it to the cluster interface in the pool's env or pd_worker_env)"))]
     wanted = [k for k in MULTINODE_ENV if nvlink_domain or k != "NCCL_MNNVL_ENABLE"]
     missing = [k for k in wanted if k not in env]
     if not missing:
         return []
-    variable = f"pd_pool ({pool_name}).env"
     return [Finding("warning", variable, (
         f"{variable}: an instance spans {hosts_per_instance} hosts but its workers get no {', '.join(missing)}; "
         "the measured multi-tray recipes set NCCL_MNNVL_ENABLE=1 (NVLink across trays), NCCL_CUMEM_ENABLE=1 "

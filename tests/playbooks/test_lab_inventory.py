@@ -88,3 +88,37 @@ def test_a_host_moved_to_retired_gets_the_plan_in_later_stages(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     for host in ("lab-prefill-0", "lab-decode-0", "lab-prefill-1"):
         assert f"plan on {host}: True" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_wide_shape_plans_a_two_node_dp_prefill_and_a_dp_decode(tmp_path):
+    # make lab SHAPE=wide: -i inventories/lab -i inventories/lab-wide, no scale.yml.
+    labctl = _labctl(tmp_path)
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "scale.yml").write_text("{}\n")
+    args = labctl.inventory_args(1, 1, shape="wide")
+    assert args == ["-i", str(ROOT / "inventories" / "lab"), "-i", str(ROOT / "inventories" / "lab-wide")]
+    assert not (tmp_path / "inventory" / "scale.yml").exists()
+    plan = _plan(args)
+    by_name = {i["name"]: i for i in plan["instances"]}
+    assert list(by_name) == ["prefill-0", "decode-0"]
+    prefill, decode = by_name["prefill-0"], by_name["decode-0"]
+    assert prefill["parallelism"]["data_parallel_size"] == 2 and prefill["parallelism"]["nodes"] == 2
+    assert [(n["host"], n["leader"], n["gpus"]) for n in prefill["nodes"]] == [
+        ("lab-prefill-0", True, [0]), ("lab-prefill-1", False, [1])]
+    assert "--headless" in prefill["nodes"][1]["serve_args"]
+    assert decode["parallelism"]["data_parallel_size"] == 2 and decode["parallelism"]["nodes"] == 1
+    (node,) = decode["nodes"]
+    assert node["env"]["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    # The router's workers are the leaders' URLs, as in the default lab.
+    assert (prefill["url"], decode["url"]) == ("http://10.89.60.11:8100", "http://10.89.60.21:8200")
+    # Both nodes' ranks meet over gloo on the podman network's interface; no
+    # NCCL warning for the CPU build.
+    assert all(n["env"]["GLOO_SOCKET_IFNAME"] == "eth0" for n in prefill["nodes"])
+    assert not [w for w in plan["warnings"] if "spans 2 hosts" in w], plan["warnings"]
+
+
+def test_the_default_shape_is_unchanged_by_the_wide_overlay(tmp_path):
+    plan = _plan(_labctl(tmp_path).inventory_args(1, 1))
+    for inst in plan["instances"]:
+        assert inst["parallelism"]["data_parallel_size"] == 1 and len(inst["nodes"]) == 1
+        assert "--data-parallel-size" not in inst["nodes"][0]["serve_args"]

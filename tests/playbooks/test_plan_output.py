@@ -32,7 +32,9 @@ def playbook(name: str, inventory: Path, *extra: str) -> subprocess.CompletedPro
 def summary_block(stdout: str) -> list[str]:
     """The lines the summary task printed, as the terminal shows them."""
     after = stdout.split(SUMMARY_TASK, 1)[1]
-    block = after.split("\nTASK [", 1)[0].splitlines()
+    # The summary task's output ends at the next task or, when it is the
+    # play's last task, at the recap.
+    block = re.split(r"\n(?:TASK \[|PLAY RECAP)", after, maxsplit=1)[0].splitlines()
     start = next(i for i, line in enumerate(block) if line.strip() == "msg: |-")
     return [line for line in block[start + 1:] if line.strip()]
 

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.playbook
 # site.yml's stage plays and their tags.
 STAGES = {
     "Preflight": "preflight",
+    "Firewall": "firewall",
     "NVIDIA stack on the GPU nodes": "nvidia",
     "Install vLLM on the worker nodes": "vllm",
     "Sync and verify the model weights": "weights",

@@ -39,7 +39,8 @@ def test_lists_router_workers_and_monitoring_plays():
                  "Remove the vllm user (its home, vLLM's caches, goes with it)",
                  "Remove the checkpoint (uninstall_weights)",
                  "Stop and disable Prometheus, Alertmanager and Grafana",
-                 "Purge Prometheus, Alertmanager and Grafana with their data (uninstall_packages)"):
+                 "Purge Prometheus, Alertmanager and Grafana with their data (uninstall_packages)",
+                 "Remove the nftables filter the firewall stage installed"):
         assert task in run.stdout, task
 
 

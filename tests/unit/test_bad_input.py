@@ -352,6 +352,28 @@ def test_api_key_present_plans_and_stays_out_of_the_plan():
     assert key not in json.dumps(plan)
 
 
+def test_api_key_only_on_the_router_host():
+    """Workers require the key too (VLLM_API_KEY): a key in group_vars/router only is refused."""
+    groups, values = _inventory_values(pd_router={"api_key_enabled": True})
+    for host in values:
+        values[host]["pd_address"] = {"p": "10.0.0.2", "d": "10.0.0.3", "r": "10.0.0.4"}[host]
+    values["r"]["pd_router_api_key"] = "k" * 20
+    spec = spec_from_inventory(groups, _Inventory(values))
+    plan_fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
+               "pd_router_api_key is not set on ", "the router and every worker host", "group_vars/all")
+
+
+def test_api_key_that_differs_between_router_and_workers():
+    groups, values = _inventory_values(pd_router={"api_key_enabled": True})
+    for host in values:
+        values[host]["pd_address"] = {"p": "10.0.0.2", "d": "10.0.0.3", "r": "10.0.0.4"}[host]
+        values[host]["pd_router_api_key"] = "router-key-0123456789" if host == "r" else "other-key-0123456789"
+    spec = spec_from_inventory(groups, _Inventory(values))
+    assert "router-key" not in json.dumps(spec) and "other-key" not in json.dumps(spec)
+    plan_fails({**make_spec(router={"api_key_enabled": True}), "secrets": spec["secrets"]},
+               "pd_router_api_key has different values", "refused by the workers")
+
+
 # --- router values ---------------------------------------------------------------
 def test_router_bind_address_that_is_a_host_name():
     plan_fails(make_spec(router={"bind_address": "localhost"}), "pd_router.bind_address is 'localhost'",
@@ -436,3 +458,20 @@ def test_allow_public_network_read_from_the_inventory():
     groups, values = _inventory_values(pd_plan_allow_public_network="yes")
     with pytest.raises(PlanError, match="pd_plan_allow_public_network is 'yes'; expected true or false"):
         spec_from_inventory(groups, _Inventory(values))
+
+
+# --- found by trying operator mistakes on inventories/gb200 and lab ---------------
+def test_cluster_cidr_with_host_bits_suggests_the_network():
+    plan_fails(make_spec(cluster_cidr="10.20.0.5/22"), "pd_cluster_cidr '10.20.0.5/22' has host bits set",
+               "did you mean '10.20.0.0/22'?")
+
+
+def test_router_admitting_nothing_is_refused():
+    """vllm-router 0.1.17 with --max-concurrent-requests 0 answered 429 to every request (measured)."""
+    plan_fails(make_spec(router={"max_concurrent_requests": 0}),
+               "pd_router.max_concurrent_requests is 0; valid: at least 1")
+
+
+def test_router_numbers_beyond_its_fields_are_refused():
+    plan_fails(make_spec(router={"worker_startup_timeout_secs": 10**20}),
+               "pd_router.worker_startup_timeout_secs is 100000000000000000000; valid: at most 2147483647")

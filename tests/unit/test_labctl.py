@@ -116,3 +116,39 @@ def test_the_lab_follows_an_edited_inventory(merged):
     assert [(n.name, n.address) for n in hosts.values() if n.group == "prefill"] == [
         ("edge-p-0", "10.89.60.101"), ("edge-p-1", "10.89.60.102")]
     assert lab.ctl.published[0] == lab.router_port == 8111
+
+
+# --- make lab SHAPE=wide: inventories/lab plus inventories/lab-wide --------
+@pytest.fixture(scope="module")
+def wide():
+    return inventory.load("wide")
+
+
+def test_the_wide_shape_is_the_overlays_hosts(wide):
+    hosts = wide.hosts(1, 1)
+    assert [(n.name, n.group, n.address, n.cores) for n in hosts.values()] == [
+        ("lab-ctl", "ctl", "10.89.60.5", None),
+        ("lab-prefill-0", "prefill", "10.89.60.11", (0,)),
+        ("lab-prefill-1", "prefill", "10.89.60.12", (1,)),
+        ("lab-decode-0", "decode", "10.89.60.21", (0, 1)),
+    ]
+    assert wide.committed() == set(hosts)
+    assert inventory.scale_inventory(wide, 1, 1) is None
+    assert wide.node("lab-prefill-1").cores == (1,)
+
+
+def test_the_wide_shape_takes_no_node_counts(wide):
+    with pytest.raises(SystemExit, match="lab shape wide lists its own hosts"):
+        wide.hosts(2, 1)
+
+
+def test_leaving_the_wide_shape_retires_its_extra_node(lab):
+    # make lab after make lab SHAPE=wide: lab-prefill-1 drains and goes.
+    scale = inventory.scale_inventory(lab, 1, 1, retiring=["lab-prefill-1"])
+    retired = scale["all"]["children"]["retired"]["hosts"]
+    assert list(retired) == ["lab-prefill-1"] and retired["lab-prefill-1"]["pd_address"] == "10.89.60.12"
+
+
+def test_an_unknown_shape_is_refused():
+    with pytest.raises(SystemExit, match="lab shape 'tall' is unknown; valid: default, wide"):
+        inventory.shape_inventories("tall")

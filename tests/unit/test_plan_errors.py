@@ -84,6 +84,23 @@ def test_explicit_name_repeating_a_default_name():
     plan_fails(spec, "duplicate instance name prefill-0")
 
 
+def test_more_names_than_instances_led_is_refused():
+    spec = make_spec()
+    spec["hosts"]["prefill-tray-000"]["instance_names"] = ["hot", "warm", "cold"]
+    plan_fails(spec, "host prefill-tray-000: pd_instance_names has 3 entries", "leads 1 prefill instance(s)",
+               "give at most 1")
+
+
+def test_a_name_or_rank_on_a_follower_is_refused():
+    spec = make_spec()
+    spec["hosts"]["decode-tray-001"]["instance_names"] = ["decode-blue"]
+    plan_fails(spec, "host decode-tray-001: pd_instance_names has 1 entries", "leads 0 decode instance(s)",
+               "follower of a spanning instance")
+    spec = make_spec()
+    spec["hosts"]["decode-tray-001"]["kv_ranks"] = [2]
+    plan_fails(spec, "host decode-tray-001: pd_kv_ranks has 1 entries", "leads 0 decode")
+
+
 def test_duplicate_explicit_ranks():
     spec = make_spec()
     spec["hosts"]["decode-tray-000"]["kv_ranks"] = [0]

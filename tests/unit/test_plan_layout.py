@@ -305,11 +305,15 @@ def test_legacy_p2pnccl_on_old_vllm_gets_ranks_and_router_discovery():
     assert "--prefill" not in args
 
 
-def test_api_key_is_a_reference_never_a_value():
+def test_api_key_never_reaches_the_router_command_line():
+    # The key travels in the router's root-only env file (OPENAI_API_KEY, what
+    # 0.1.17 sends to the workers in PD mode); --api-key did nothing there and
+    # systemd would expand it into argv.
     pools = {"prefill": _small_pool(4), "decode": _small_pool(4)}
     plan = build_plan(make_spec(1, 1, pools=pools, router={"api_key_enabled": True},
                                 model={"served_name": "m", "path": "/m"}))
-    assert _flag(plan["router"]["args"], "--api-key") == "${VLLM_ROUTER_API_KEY}"
+    assert "--api-key" not in plan["router"]["args"]
+    assert not any("API_KEY" in arg for arg in plan["router"]["args"])
     assert plan["router"]["api_key_env"] == "VLLM_ROUTER_API_KEY"
 
 

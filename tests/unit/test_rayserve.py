@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -76,6 +77,7 @@ def test_serve_config_comes_from_the_pools(ray_plan):
                     "data_parallel_size_local", "served_model_name"} & set(kwargs)
     assert prefill["placement_group_config"]["bundles"] == [{"GPU": 1, "pd_prefill": 1}]
     assert prefill["accelerator_type"] == "GB200"
+    assert prefill["log_engine_metrics"] is True and decode["log_engine_metrics"] is True
     assert prefill["experimental_configs"]["NIXL_SIDE_CHANNEL_PORT_BASE"] == 5600
     # Replicas: 2 prefill gangs of DP4, 1 decode gang of DP8.
     assert {d["name"]: d["autoscaling_config"]["min_replicas"] for d in app["deployments"]} == {
@@ -211,3 +213,51 @@ def test_make_render_writes_the_ray_units_and_the_serve_config(ray_plan, tmp_pat
         assert f"EnvironmentFile=/etc/ray-serve/{node['unit']}.env" in unit
     units = {p.name for p in tmp_path.glob("*/etc/systemd/system/*.service")}
     assert not any(u.startswith(("vllm-router", "vllm-prefill", "vllm-decode")) for u in units), units
+
+
+@pytest.mark.parametrize(("key", "value"), [("serve_port", 0), ("gcs_port", 65536), ("metrics_export_port", -1),
+                                            ("dashboard_port", "8265")])
+def test_ray_ports_are_ports(ray_spec, key, value):
+    """pd_serving's ports have the schema's PORT type (1-65535), like every other port."""
+    with pytest.raises(PlanError, match=rf"pd_serving\.{key}"):
+        build_plan({**ray_spec, "serving": {"mode": "rayserve", key: value}})
+
+
+def test_worker_port_range_must_not_be_reversed(ray_spec):
+    with pytest.raises(PlanError, match=r"pd_serving\.min_worker_port \(20000\) is above pd_serving\.max_worker_port"):
+        build_plan({**ray_spec, "serving": {"mode": "rayserve", "min_worker_port": 20000, "max_worker_port": 10127}})
+
+
+def _render(inventory, out, hosts: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"), "-i", str(inventory),
+         "-e", f"render_dir={out}", "-e", f"render_hosts={hosts}"],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_scale_out_render_changes_only_the_replica_counts_and_adds_a_worker(tmp_path):
+    """A tray added to the prefill pool (a third DP4 instance), rendered the
+    way a rerun writes it: the head's Serve config differs in the replica
+    lines only (what `serve deploy` then applies in place, see
+    test_rayserve_ray.py), the head's Ray unit and environment are
+    byte-identical (the role restarts a Ray node only when those change),
+    and the new tray gets its ray-worker unit."""
+    scaled = tmp_path / "inventory"
+    shutil.copytree(SAMPLE, scaled)
+    hosts = yaml.safe_load((scaled / "hosts.yml").read_text())
+    hosts["all"]["children"]["prefill"]["hosts"]["gb200-tray-05"] = {"pd_address": "10.20.0.15"}
+    (scaled / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    _render(SAMPLE, tmp_path / "before", "cpu-ctl-01")
+    _render(scaled, tmp_path / "after", "cpu-ctl-01,gb200-tray-05")
+    head_before, head_after = tmp_path / "before" / "cpu-ctl-01", tmp_path / "after" / "cpu-ctl-01"
+    diff = subprocess.run(["diff", "-U0", str(head_before / "etc/ray-serve/pd-serve.yaml"),
+                           str(head_after / "etc/ray-serve/pd-serve.yaml")], capture_output=True, text=True).stdout
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert sorted(changed) == sorted(["-      min_replicas: 8", "-      initial_replicas: 8",
+                                      "-      max_replicas: 8", "+      min_replicas: 12",
+                                      "+      initial_replicas: 12", "+      max_replicas: 12"]), diff
+    for name in ("etc/systemd/system/ray-head.service", "etc/ray-serve/ray-head.env"):
+        assert (head_before / name).read_bytes() == (head_after / name).read_bytes(), name
+    unit = (tmp_path / "after" / "gb200-tray-05" / "etc/systemd/system/ray-worker.service").read_text()
+    assert "--address 10.20.0.5:6379" in unit and "--node-ip-address 10.20.0.15" in unit

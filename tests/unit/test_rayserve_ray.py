@@ -113,3 +113,121 @@ def test_the_vllm_module_ray_imports_is_in_0_32_and_gone_in_0_33():
     overlay = os.environ.get("PD_VLLM_OVERLAY_0_33_0") or str(ROOT / ".venv-vllm" / "overlay-0.33.0")
     assert Path(overlay, "vllm/entrypoints/launchers").is_dir()
     assert not Path(overlay, "vllm/entrypoints/launchers/cli_args.py").exists()
+
+
+# Serve's own decision for a redeploy: each deployment's DeploymentVersion
+# (ray/serve/_private/version.py) before and after, built the way the
+# controller builds it: LLMServer's deployment options (ray_actor_options,
+# placement-group bundles) from each LLMConfig, the config's `deployments:`
+# overrides applied by override_deployment_info, the application's code
+# version. requires_actor_restart() is what makes the controller replace
+# running replicas; equal versions only change the target replica count.
+VERSIONS = """
+import json, sys, types
+import ray
+from ray.serve.schema import ServeDeploySchema
+from ray.serve._private.config import DeploymentConfig, ReplicaConfig
+from ray.serve._private.deployment_info import DeploymentInfo
+from ray.serve._private.application_state import override_deployment_info
+from ray.serve._private.deploy_utils import get_app_code_version
+from ray.serve._private.version import DeploymentVersion
+from ray.llm._internal.serve.serving_patterns.prefill_decode.builder import PDServingArgs
+from ray.llm._internal.serve.core.server.llm_server import LLMServer
+# get_deployment_options merges the driver's runtime env; there is no cluster here.
+ray.get_runtime_context = lambda: types.SimpleNamespace(runtime_env={})
+
+def versions(config):
+    app = ServeDeploySchema.model_validate(config).applications[0]
+    args = PDServingArgs.model_validate(app.args)
+    infos = {}
+    for name, pool in (("Prefill:prefill", "prefill"), ("Decode:decode", "decode")):
+        options = LLMServer.get_deployment_options(getattr(args, pool + "_config"))
+        replica = ReplicaConfig.create(LLMServer, ray_actor_options=options["ray_actor_options"],
+                                       placement_group_bundles=options["placement_group_bundles"],
+                                       placement_group_strategy=options["placement_group_strategy"])
+        infos[name] = DeploymentInfo(deployment_config=DeploymentConfig(), replica_config=replica,
+                                     start_time_ms=0, deployer_job_id="")
+    code = get_app_code_version(app)
+    return {name: DeploymentVersion(code, info.deployment_config, info.replica_config.ray_actor_options,
+                                    placement_group_bundles=info.replica_config.placement_group_bundles,
+                                    placement_group_strategy=info.replica_config.placement_group_strategy)
+            for name, info in override_deployment_info(infos, app).items()}
+
+out = []
+for before, after in json.load(sys.stdin):
+    old, new = versions(before), versions(after)
+    out.append({name: {"restart": old[name].requires_actor_restart(new[name]),
+                       "reconfigure": old[name].requires_actor_reconfigure(new[name]),
+                       "max_replicas": new[name].deployment_config.autoscaling_config.max_replicas}
+                for name in old})
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_serve_applies_a_scale_without_restarting_replicas():
+    """Serve's own version logic on the configs a scale renders: scale-in
+    and scale-out (a prefill tray added) change the replica targets and
+    restart nothing, not even reconfigure() on running replicas; an engine
+    change (max_model_len) restarts both pools' replicas (the check can fail)."""
+    if not RAY_PYTHON.exists():
+        if os.environ.get("PD_REQUIRE_VLLM_PARSER"):
+            pytest.fail(f"{RAY_PYTHON} missing (make ray-venv)")
+        pytest.skip("no Ray venv (make ray-venv)")
+    spec = inventory_spec(ROOT / "inventories" / "gb200-rayserve")
+    smaller, larger, engine = copy.deepcopy(spec), copy.deepcopy(spec), copy.deepcopy(spec)
+    smaller["pools"]["prefill"]["instances"] = 1
+    larger["hosts"]["gb200-tray-05"] = {**spec["hosts"]["gb200-tray-02"], "address": "10.20.0.15"}
+    larger["groups"]["prefill"] = [*spec["groups"]["prefill"], "gb200-tray-05"]
+    engine["pools"]["prefill"]["max_model_len"] = 32768
+    engine["pools"]["decode"]["max_model_len"] = 32768
+    configs = {name: build_plan(s)["rayserve"]["serve_config"]
+               for name, s in (("sample", spec), ("smaller", smaller), ("larger", larger), ("engine", engine))}
+    pairs = [(configs["sample"], configs[name]) for name in ("smaller", "larger", "engine")]
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([str(RAY_PYTHON), "-c", VERSIONS], input=json.dumps(pairs), capture_output=True,
+                            text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    smaller_v, larger_v, engine_v = json.loads(
+        next(x for x in result.stdout.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT "))
+    no_restart = {"restart": False, "reconfigure": False}
+    assert smaller_v == {"Prefill:prefill": {**no_restart, "max_replicas": 4},
+                         "Decode:decode": {**no_restart, "max_replicas": 8}}
+    assert larger_v == {"Prefill:prefill": {**no_restart, "max_replicas": 12},
+                        "Decode:decode": {**no_restart, "max_replicas": 8}}
+    assert engine_v["Prefill:prefill"]["restart"] and engine_v["Decode:decode"]["restart"]
+
+
+# Serve's class-based ingress (OpenAiIngress) injects `self` through a FastAPI
+# dependency (ray/serve/_private/http_util.py make_fastapi_class_based_view).
+# With the FastAPI that `pip install ray[serve]==2.60.0` resolves today
+# (0.165.0; Ray asks fastapi>=0.133.0) the injection is lost: `self` becomes a
+# required query parameter and every ingress route answers 400 "Invalid
+# request format: Field required at ('query', 'self')" (the local 1P1D run,
+# docs/rayserve.md). vLLM 0.32.0's FastAPI (0.136.3) keeps it.
+INGRESS = """
+import fastapi
+from fastapi import FastAPI
+from ray.serve._private.http_util import _walk_fastapi_routes, make_fastapi_class_based_view
+app = FastAPI()
+class Ingress:
+    @app.get("/v1/models")
+    async def models(self):
+        return {}
+make_fastapi_class_based_view(app, Ingress)
+(route,) = [r for r, _, _ in _walk_fastapi_routes(app) if getattr(r, "path", "") == "/v1/models"]
+print("RESULT", fastapi.__version__, [p.name for p in route.dependant.query_params])
+"""
+
+
+def test_serves_ingress_injects_self_with_the_installed_fastapi():
+    if not RAY_PYTHON.exists():
+        if os.environ.get("PD_REQUIRE_VLLM_PARSER"):
+            pytest.fail(f"{RAY_PYTHON} missing (make ray-venv)")
+        pytest.skip("no Ray venv (make ray-venv)")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([str(RAY_PYTHON), "-c", INGRESS], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    assert line.endswith("[]"), f"Serve's ingress would ask for `self` as a query parameter: {line}"

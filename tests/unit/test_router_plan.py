@@ -168,3 +168,26 @@ def test_router_unit_exposure_is_at_most_3_5(tmp_path, port):
     assert overall, result.stdout + result.stderr
     score = float(overall[0].split("level for")[1].split(":")[1].split()[0])
     assert score <= 3.5, result.stdout
+
+
+def _policy_flags(args: list[str]) -> dict[str, str]:
+    return {flag: args[i + 1] for i, flag in enumerate(args) if flag.endswith("-policy") or flag == "--policy"}
+
+
+def test_policy_fills_in_only_the_pool_policies_left_unset():
+    # vllm-router uses --policy only for a pool policy it was not given: the
+    # plan resolves both and passes no --policy.
+    default = build_plan(make_spec(router={}))["router"]
+    assert _policy_flags(default["args"]) == {"--prefill-policy": "cache_aware", "--decode-policy": "round_robin"}
+    fallback = build_plan(make_spec(router={"policy": "random", "decode_policy": "round_robin"}))["router"]
+    assert _policy_flags(fallback["args"]) == {"--prefill-policy": "random", "--decode-policy": "round_robin"}
+    assert (fallback["effective"]["prefill_policy"], fallback["effective"]["decode_policy"]) == ("random",
+                                                                                                 "round_robin")
+
+
+def test_a_policy_that_applies_to_no_pool_is_refused():
+    with pytest.raises(PlanError) as error:
+        build_plan(make_spec(router={"policy": "random", "prefill_policy": "cache_aware",
+                                     "decode_policy": "round_robin"}))
+    assert str(error.value).startswith("pd_router.policy random applies to no pool: prefill_policy and "
+                                       "decode_policy are both set")

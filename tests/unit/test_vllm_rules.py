@@ -313,3 +313,11 @@ def test_the_multinode_environment_is_checked_only_where_it_applies():
     # Boards without a shared NVLink domain (HGX over InfiniBand): no MNNVL.
     no_mnnvl = {k: v for k, v in full.items() if k != "NCCL_MNNVL_ENABLE"}
     assert multinode_findings("decode", no_mnnvl, 2, nvlink_domain=False) == []
+
+
+def test_a_cpu_instance_spanning_nodes_needs_only_the_gloo_interface():
+    """The CPU build has no NCCL: only GLOO_SOCKET_IFNAME is asked for."""
+    findings = multinode_findings("prefill", {}, 2, nvlink_domain=False, device="cpu")
+    assert [f.message.split(";")[0] for f in findings] == [
+        "pd_pool (prefill).env: an instance spans 2 hosts but its workers get no GLOO_SOCKET_IFNAME"]
+    assert multinode_findings("prefill", {"GLOO_SOCKET_IFNAME": "eth0"}, 2, nvlink_domain=False, device="cpu") == []
