@@ -13,12 +13,14 @@ from .cluster import POOLS, Cluster
 from .errors import PlanError
 from .versions import parse_version, version_in_range
 
-# How a worker starts vLLM, per flavor: argv before the model path, relative
-# to the venv. The CPU build ships no `vllm` dist metadata, so `vllm serve`
-# fails there; the API server module takes the same arguments.
+# How a worker starts vLLM, per flavor: argv before the model path. The CPU
+# build ships no `vllm` dist metadata, so its `vllm` command cannot start; the
+# vllm role installs vllm_serve.py, which runs the same `serve` subcommand (the
+# API server module ignores `--headless`, which a multi-node instance's
+# followers need).
 VLLM_LAUNCHERS = {
-    "cuda": ("bin/vllm", "serve"),
-    "cpu": ("bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"),
+    "cuda": ("{venv}/bin/vllm", "serve"),
+    "cpu": ("{venv}/bin/python", "{venv}/libexec/vllm_serve.py"),
 }
 # Fields of --kv-transfer-config the planner computes itself.
 KV_TRANSFER_PLANNED = ("kv_connector", "kv_role", "kv_connector_extra_config", "kv_rank", "kv_parallel_size")
@@ -124,12 +126,11 @@ def vllm_host(device: str, version: str, install_root: str) -> dict:
     """How a worker host runs vLLM: flavor, venv, launcher argv and checker."""
     flavor = "cpu" if device == "cpu" else "cuda"
     venv = f"{install_root}/{version}"
-    program, *rest = VLLM_LAUNCHERS[flavor]
     return {
         "flavor": flavor,
         "version": version,
         "venv": venv,
-        "launcher": [f"{venv}/{program}", *rest],
+        "launcher": [part.format(venv=venv) for part in VLLM_LAUNCHERS[flavor]],
         "check_args": f"{venv}/bin/vllm-check-args",
     }
 

@@ -29,15 +29,16 @@ def test_gpu_hosts_run_the_cuda_launcher_from_the_versioned_venv(gb200_spec):
         }
 
 
-def test_lab_hosts_run_the_cpu_api_server_module(lab_spec):
+def test_lab_hosts_run_the_serve_subcommand_through_the_roles_cpu_launcher(lab_spec):
     plan = build_plan(lab_spec)
     node = plan["instances"][0]["nodes"][0]
     facts = plan["hosts"][node["host"]]["vllm"]
     venv = f"/opt/vllm/{lab_spec['vllm_version']}"
     assert facts["flavor"] == "cpu"
-    assert facts["launcher"] == [f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
-    # The module takes the model as the value of --model, right after the launcher.
-    assert node["argv"][:5] == [*facts["launcher"], node["model"]]
+    # The vllm role installs vllm_serve.py there (roles/vllm/files); like
+    # `vllm serve` it takes the model as its first positional argument.
+    assert facts["launcher"] == [f"{venv}/bin/python", f"{venv}/libexec/vllm_serve.py"]
+    assert node["argv"][:3] == [*facts["launcher"], node["model"]]
 
 
 def test_argv_is_launcher_model_and_serve_args_for_every_node(gb200_spec):

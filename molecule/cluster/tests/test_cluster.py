@@ -69,8 +69,8 @@ def test_worker_unit_runs_the_plans_argv_as_vllm_in_a_sandbox(host):
     assert host.check_output(f"stat -c %U /proc/{pid}") == "vllm"
     argv = host.file(f"/proc/{pid}/cmdline").content.split(b"\0")[:-1]
     argv = [a.decode() for a in argv]
-    assert argv[:5] == ["/opt/vllm/0.32.0/bin/python", "-m", "vllm.entrypoints.openai.api_server",
-                        "--model", "/models/tiny-llama"]
+    assert argv[:3] == ["/opt/vllm/0.32.0/bin/python", "/opt/vllm/0.32.0/libexec/vllm_serve.py",
+                        "/models/tiny-llama"]
     # The JSON argument survived systemd's parsing byte for byte.
     config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
     assert config == {"kv_buffer_device": "cpu", "kv_connector": "NixlConnector", "kv_role": role}
