@@ -130,7 +130,7 @@ def test_the_wide_shape_is_the_overlays_hosts(wide):
         ("lab-ctl", "ctl", "10.89.60.5", None),
         ("lab-prefill-0", "prefill", "10.89.60.11", (0,)),
         ("lab-prefill-1", "prefill", "10.89.60.12", (1,)),
-        ("lab-decode-0", "decode", "10.89.60.21", (0, 1)),
+        ("lab-decode-0", "decode", "10.89.60.21", (1,)),
     ]
     assert wide.committed() == set(hosts)
     assert inventory.scale_inventory(wide, 1, 1) is None
