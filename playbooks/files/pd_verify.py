@@ -132,13 +132,18 @@ def main(argv: list[str]) -> int:
     if connector.startswith("Nixl") and external <= 0:
         problems.append("decode received no KV from prefill: "
                         'vllm:prompt_tokens_by_source_total{source="external_kv_transfer"} did not rise')
-    print(f"answer: {text[:120]!r}")
+    return verdict(text, problems, f"OK: both requests served through {router} by prefill and decode"
+                   + (f", {external:.0f} prompt tokens of KV moved by {connector}" if external else ""))
+
+
+def verdict(answer: str, problems: list[str], ok_line: str) -> int:
+    """Print the answer, then every problem (exit 1) or the OK line (exit 0)."""
+    print(f"answer: {answer[:120]!r}")
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
         return 1
-    print(f"OK: both requests served through {router} by prefill and decode"
-          + (f", {external:.0f} prompt tokens of KV moved by {connector}" if external else ""))
+    print(ok_line)
     return 0
 
 

@@ -24,6 +24,8 @@ import sys
 import time
 import urllib.request
 
+from pd_verify import verdict  # beside this file: the same verdict lines as the router mode
+
 PROMPT = "What is the time complexity of quicksort in the average case? Explain briefly."
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _REPLICA = re.compile(r'ReplicaId="([^"]*)"')
@@ -179,14 +181,8 @@ def main(argv: list[str]) -> int:
     if external <= 0:
         problems.append("decode received no KV from prefill: "
                         'vllm:prompt_tokens_by_source_total{source="external_kv_transfer"} did not rise')
-    print(f"answer: {text[:120]!r}")
-    if problems:
-        for problem in problems:
-            print(f"FAIL {problem}")
-        return 1
-    print(f"OK: both requests served through Serve at {url} by prefill and decode, "
-          f"{external:.0f} prompt tokens of KV moved by NIXL")
-    return 0
+    return verdict(text, problems, f"OK: both requests served through Serve at {url} by prefill and decode, "
+                   f"{external:.0f} prompt tokens of KV moved by NIXL")
 
 
 if __name__ == "__main__":

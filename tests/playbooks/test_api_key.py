@@ -26,6 +26,7 @@ import pytest
 from conftest import BIN, ENV, ROOT, inventory_spec
 from pd_planner import build_plan
 from test_front_door import _free_port
+from test_front_door_router import StandInWorker
 from test_router_argcheck import VENV, router_python  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.playbook
@@ -98,36 +99,21 @@ def test_env_files_carry_the_key_where_it_is_needed(tmp_path, keyed_plan):
     assert "OPENAI_API_KEY" not in files["router"] and "VLLM_API_KEY" not in files["worker-host"]
 
 
-class _Worker(http.server.BaseHTTPRequestHandler):
+class _Worker(StandInWorker):
     """vLLM's AuthenticationMiddleware rule: /v1/* needs "Bearer <key>"."""
 
     key = ""
     seen: ClassVar[list] = []
+    get_paths = ("/health", "/metrics")
+    delay = 0
+    body = b'{"id":"x","object":"text_completion","choices":[{"index":0,"text":"ok","finish_reason":"stop"}]}'
 
-    def _allowed(self) -> bool:
+    def allowed(self) -> bool:
         return not self.path.startswith("/v1") or self.headers.get("Authorization") == f"Bearer {self.key}"
 
-    def do_GET(self):
-        self.send_response(200 if self.path in ("/health", "/metrics") else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.seen.append((self.path, self._allowed()))
-        if not self._allowed():
-            body = b'{"error":"Unauthorized"}'
-            self.send_response(401)
-        else:
-            body = b'{"id":"x","object":"text_completion","choices":[{"index":0,"text":"ok","finish_reason":"stop"}]}'
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.seen.append((self.path, self.allowed()))
+        super().do_POST()
 
 
 def _through_router(router_env: dict, worker_key: str) -> tuple[int, list]:

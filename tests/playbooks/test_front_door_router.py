@@ -26,17 +26,28 @@ pytestmark = pytest.mark.skipif(not WHEEL or NGINX is None,
                                 reason="needs the lab wheelhouse (labctl.py assets) and nginx (make unit)")
 
 
-class _Worker(http.server.BaseHTTPRequestHandler):
+class StandInWorker(http.server.BaseHTTPRequestHandler):
+    """A worker for the router to register and forward to: 200 on the GET
+    paths, `body` after `delay` on POST, 401 where `allowed()` says no
+    (test_api_key.py makes it check vLLM's key)."""
+
+    get_paths: tuple[str, ...] = ("/health",)
+    delay = 0.005
+    body = b'{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}'
+
+    def allowed(self) -> bool:
+        return True
+
     def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
+        self.send_response(200 if self.path in self.get_paths else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        time.sleep(0.005)
-        body = b'{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}'
-        self.send_response(200)
+        time.sleep(self.delay)
+        body = self.body if self.allowed() else b'{"error":"Unauthorized"}'
+        self.send_response(200 if self.allowed() else 401)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -61,7 +72,7 @@ def vllm_router() -> str:
 
 @pytest.fixture(scope="module")
 def workers():
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Worker) for _ in range(2)]
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandInWorker) for _ in range(2)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]

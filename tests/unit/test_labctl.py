@@ -129,12 +129,12 @@ def test_the_wide_shape_is_the_overlays_hosts(wide):
     assert [(n.name, n.group, n.address, n.cores) for n in hosts.values()] == [
         ("lab-ctl", "ctl", "10.89.60.5", None),
         ("lab-prefill-0", "prefill", "10.89.60.11", (0,)),
-        ("lab-prefill-1", "prefill", "10.89.60.12", (1,)),
+        ("lab-prefill-1", "prefill", "10.89.60.12", (0,)),
         ("lab-decode-0", "decode", "10.89.60.21", (1,)),
     ]
     assert wide.committed() == set(hosts)
     assert inventory.scale_inventory(wide, 1, 1) is None
-    assert wide.node("lab-prefill-1").cores == (1,)
+    assert wide.node("lab-prefill-1").cores == (0,)
 
 
 def test_the_wide_shape_takes_no_node_counts(wide):
