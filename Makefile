@@ -33,7 +33,7 @@ TEST_LANES := cluster "lint preflight model_weights monitoring nvidia pytest"
 
 help:
 	@echo "make lab [PREFILL=N DECODE=M]  the deployment on local podman nodes; make lab-destroy"
-	@echo "make lab SHAPE=wide  a DP2 instance on two nodes (leader + headless) and a DP2 one; does not serve yet (docs/serving.md)"
+	@echo "make lab SHAPE=wide  prefill as one DP2 instance on two nodes (leader + headless follower), as on GB200"
 	@echo "make test       every test (lint, unit, real vLLM parser, molecule)"
 	@echo "make test-fast  lint + unit tests"
 	@echo "make render INVENTORY=inventories/gb200 [RENDER_DIR=render]"
@@ -155,7 +155,7 @@ test: test-setup
 
 PREFILL ?= 1
 DECODE ?= 1
-# default (inventories/lab) or wide (plus inventories/lab-wide: data parallel, an instance on two nodes).
+# default (inventories/lab) or wide (plus inventories/lab-wide: prefill DP2 on two nodes, leader + headless).
 SHAPE ?= default
 # The lab: podman nodes with systemd on this machine, then site.yml on them.
 lab: venv vllm-venv

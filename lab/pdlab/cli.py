@@ -1,8 +1,8 @@
 """The lab's commands (lab/labctl.py is the entry point).
 
     labctl.py up [--prefill N] [--decode M]   build what is missing, start nodes, run site.yml
-    labctl.py up --shape wide                  the same with inventories/lab-wide: a DP2 instance on
-                                               two nodes (leader + headless follower), a DP2 one on one
+    labctl.py up --shape wide                  the same with inventories/lab-wide: prefill as one DP2
+                                               instance on two nodes (leader + headless follower)
     labctl.py nodes [--prefill N] [--decode M] [--shape S]  only build and start the nodes
     labctl.py assets                           only build image, wheelhouse and model (molecule)
     labctl.py destroy                          remove nodes and the network

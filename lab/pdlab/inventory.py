@@ -10,8 +10,8 @@ they inherit its group_vars).
 
 Shapes (`--shape`, `make lab SHAPE=...`): "default" is the above; "wide"
 adds the overlay inventories/lab-wide (-i inventories/lab -i
-inventories/lab-wide), whose hosts and pools make a data-parallel instance
-spanning two nodes and a data-parallel instance on one node. A shape other
+inventories/lab-wide), whose hosts and pools make the prefill instance
+data parallel over two nodes (leader and headless follower). A shape other
 than the default lists its hosts itself: --prefill/--decode do not apply.
 """
 
