@@ -19,6 +19,17 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PY_COLORS": "0", "ANSIBLE_NOCOLOR": "1"}
 
 
+def local_play(tmp_path: Path, play: str, variables: dict, name: str = "play.yml") -> subprocess.CompletedProcess:
+    """Run a playbook's text on localhost with its variables (vars.json, so
+    nested values keep their types), under this venv's Python."""
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    (tmp_path / name).write_text(play)
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), str(tmp_path / name), "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{tmp_path / 'vars.json'}"],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+
+
 def plan_fails(spec: dict, *fragments: str) -> str:
     """The planner refuses `spec`; its message holds every fragment. Returns the message."""
     with pytest.raises(PlanError) as caught:

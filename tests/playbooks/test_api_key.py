@@ -15,7 +15,6 @@ import copy
 import http.server
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +22,7 @@ import urllib.request
 from typing import ClassVar
 
 import pytest
-from conftest import BIN, ENV, ROOT, inventory_spec
+from conftest import ROOT, inventory_spec, local_play
 from pd_planner import build_plan
 from test_front_door import _free_port
 from test_front_door_router import StandInWorker
@@ -69,14 +68,9 @@ RENDER = """
 
 
 def render(tmp_path, plan: dict) -> dict[str, dict[str, str]]:
-    (tmp_path / "vars.json").write_text(json.dumps({
+    result = local_play(tmp_path, RENDER, {
         "pd_plan": plan, "out": str(tmp_path), "root": str(ROOT),
-        "vllm_router_api_key": KEY, "vllm_worker_api_key": KEY}))
-    (tmp_path / "render.yml").write_text(RENDER)
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(tmp_path / "render.yml"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{tmp_path / 'vars.json'}"],
-        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+        "vllm_router_api_key": KEY, "vllm_worker_api_key": KEY}, name="render.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert KEY not in result.stdout + result.stderr, "the key reached Ansible's output"
     files = {}

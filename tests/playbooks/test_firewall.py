@@ -7,7 +7,6 @@ networks (root; network namespaces, nothing on the host's own network)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from conftest import BIN, ENV, ROOT, inventory_spec
+from conftest import ROOT, inventory_spec, local_play
 from pd_planner import PlanError, build_plan, firewall
 
 pytestmark = pytest.mark.playbook
@@ -83,12 +82,7 @@ PLAY = """
 
 def render(tmp_path, plan: dict, **variables) -> dict:
     out = tmp_path / "render"
-    (tmp_path / "vars.json").write_text(json.dumps({"pd_plan": plan, "out": str(out), **variables}))
-    (tmp_path / "play.yml").write_text(PLAY)
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(tmp_path / "play.yml"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{tmp_path / 'vars.json'}"],
-        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    result = local_play(tmp_path, PLAY, {"pd_plan": plan, "out": str(out), **variables})
     assert result.returncode == 0, result.stdout + result.stderr
     return {host: (out / host / "etc" / "pd-firewall" / "ruleset.nft").read_text() for host in plan["hosts"]}
 

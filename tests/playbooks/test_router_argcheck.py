@@ -8,12 +8,11 @@ real-router test makes it)."""
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 
 import pytest
-from conftest import BIN, ENV, ROOT, inventory_spec
+from conftest import ROOT, inventory_spec, local_play
 from pd_planner import build_plan
 
 pytestmark = pytest.mark.playbook
@@ -105,14 +104,9 @@ def _play(tmp_path, router_python: str, plan: dict) -> subprocess.CompletedProce
     link = root / "0.1.17"
     if not link.exists():
         link.symlink_to(VENV)
-    (tmp_path / "vars.json").write_text(json.dumps({
+    return local_play(tmp_path, PLAY, {
         "pd_plan": plan, "vllm_router_render_host": plan["router"]["hosts"][0]["host"],
-        "vllm_router_install_root": str(root), "vllm_router_check_args": str(tmp_path / "pd-router-check")}))
-    (tmp_path / "play.yml").write_text(PLAY)
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), str(tmp_path / "play.yml"), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{tmp_path / 'vars.json'}"],
-        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+        "vllm_router_install_root": str(root), "vllm_router_check_args": str(tmp_path / "pd-router-check")})
 
 
 def test_the_role_refuses_rejected_arguments_before_it_writes_the_unit(router_python, plans, tmp_path):
