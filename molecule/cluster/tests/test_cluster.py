@@ -219,7 +219,9 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     router = router_url()
     url = {name: f"http://{address(name)}:{8200 if name == 'mol-cl-d' else 8100}"
            for name in ("mol-cl-p", SPARE, "mol-cl-d")}
-    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
+    # Decode is data parallel 2: the router holds each rank pinned.
+    decode = [f"{url['mol-cl-d']}@0", f"{url['mol-cl-d']}@1"]
+    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": decode}
     before = first_starts()
 
     # Scale out: the spare joins prefill; the router restarts to take it
@@ -227,7 +229,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     site_under_load(tmp_path, "prefill", capsys)
     spare = node(SPARE)
     assert spare.service("vllm-prefill-1").is_running
-    assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": [url["mol-cl-d"]]}
+    assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": decode}
     assert first_starts() == before
     wait_prometheus_prefill_up({"prefill-0": "1", "prefill-1": "1"})
 
@@ -236,7 +238,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     # stops, and loses its unit and env file.
     back = site_under_load(tmp_path, "retired", capsys)
     assert back.refused == 0
-    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": [url["mol-cl-d"]]}
+    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": decode}
     assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
     assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
