@@ -23,7 +23,8 @@ import sys
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 
-def _parser():
+def serve_parser():
+    """The `vllm serve` argument parser and its subcommand (validate, cmd)."""
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
         print(f"vLLM is not importable from {sys.executable}: {exc}", file=sys.stderr)
         return 2
     installed = str(vllm.__version__).split("+")[0]
-    parser, serve = _parser()
+    parser, serve = serve_parser()
     failures = 0
     if opts.plan:
         with open(opts.plan, encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from vllm_check_args import _parser  # same directory: the serve parser, built once
+from vllm_check_args import serve_parser  # same directory: the one place the serve parser is built
 
 
 def _cli_setup(args) -> None:
@@ -37,7 +37,7 @@ def _cli_setup(args) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser, serve = _parser()
+    parser, serve = serve_parser()
     args = parser.parse_args(["serve", *argv])
     _cli_setup(args)
     serve.validate(args)
