@@ -54,6 +54,23 @@ def run(scenario: str, results: dict) -> bool:
     return rc == 0
 
 
+# Lines that say why an item failed: pytest's assertion and summary lines,
+# else Ansible's failed tasks. Printed again at the very end, where a CI page
+# that shows only the tail of the output still has them.
+PYTEST_MARKERS = ("E   ", "FAILED tests", "FAILED molecule", "FAILED ")
+ANSIBLE_MARKERS = ("fatal: [", "failed: [", "ERROR! ")
+
+
+def failure_excerpt(scenario: str, limit: int = 60) -> str:
+    lines = (LOGS / f"{scenario}.log").read_text(errors="replace").splitlines()
+    why = [line.strip()[:400] for line in lines
+           if line.lstrip().startswith(PYTEST_MARKERS) and "FAILED - RETRYING" not in line]
+    if not why:
+        why = [line.strip()[:400] for line in lines if line.lstrip().startswith(ANSIBLE_MARKERS)][-limit:]
+    return "\n".join([f"== why {scenario} failed ({min(limit, len(why))} of {len(why)} lines):",
+                      *(f"   {scenario}! {line}" for line in why[:limit])])
+
+
 def lane(scenarios: list[str], results: dict) -> None:
     for scenario in scenarios:
         if not run(scenario, results):
@@ -76,6 +93,9 @@ def main(argv: list[str]) -> int:
             if not run(scenario, results):
                 break
     wanted = [s for names in lanes for s in names] + after
+    for scenario, (rc, _elapsed) in results.items():
+        if rc != 0:
+            print(failure_excerpt(scenario), flush=True)
     print("== lanes: " + ", ".join(
         f"{s} {'ok' if results[s][0] == 0 else 'FAILED'} {results[s][1]:.0f} s" if s in results else f"{s} not run"
         for s in wanted), flush=True)

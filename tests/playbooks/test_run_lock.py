@@ -58,9 +58,14 @@ def holder(tmp_path):
         assert time.monotonic() < deadline, "the holder never took the lock"
         time.sleep(0.2)
     yield proc, lock, release, argv
-    if proc.poll() is None:
+    # Release first: ansible's task worker runs in its own session, so killing
+    # ansible-playbook alone would leave it waiting out wait_for's timeout.
+    release.touch()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
         proc.kill()
-    proc.wait()
+        proc.wait()
 
 
 def test_a_second_site_run_is_refused_with_holder_and_time(holder):
