@@ -77,6 +77,7 @@ def build_plan(spec: dict) -> dict:
     layouts = placement.choose_layouts(cluster, warnings)
     instances = placement.build_instances(cluster, layouts, warnings)
     router_plan = routing.router_plan(cluster, instances, warnings)
+    routing.announcers(cluster, instances, router_plan)
     port_owners = ports.claim_all(cluster, instances, router_plan)
     imex = topology.imex_domains(cluster, spec.get("imex_domains"), warnings)
     topology.check_instances_in_one_domain(cluster, instances, imex)

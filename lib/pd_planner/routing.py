@@ -31,7 +31,7 @@ import math
 
 from .cluster import Cluster
 from .errors import PlanError
-from .vllm_args import flag_args
+from .vllm_args import flag_args, vllm_host
 from .vllm_rules import default_scheduler_limits
 
 ROUTER_API_KEY_ENV = "VLLM_ROUTER_API_KEY"
@@ -116,8 +116,46 @@ def router_settings(cluster: Cluster, decode: list[dict], warnings: list | None)
     return settings
 
 
+def router_mode(cluster: Cluster) -> str:
+    """static: the unit lists the workers; discovery: they announce
+    themselves (P2pNccl by its connector, NIXL through pd-announce)."""
+    if cluster.connector_info["router_mode"] == "discovery" or cluster.router["discovery"] == "zmq":
+        return "discovery"
+    return "pd_nixl"
+
+
+def announcers(cluster: Cluster, instances: list[dict], router: dict) -> None:
+    """Discovery zmq with NIXL: each instance's leader runs pd-announce, which
+    tells every router "type, http_address" each announce_interval_secs while
+    the instance's /health answers, one message per data-parallel rank
+    (`url@rank`, the same strings static mode lists), and stops at once when
+    it does not: vllm-router drops an instance about 5 s after its last
+    announcement. Sets instance["announce"] (unit, argv, state file, router
+    targets, announced addresses) on each instance."""
+    if router["mode"] != "discovery" or cluster.connector == "P2pNcclConnector":
+        return
+    targets = [f"tcp://{h['address']}:{cluster.router['discovery_port']}" for h in router["hosts"]]
+    for inst in instances:
+        leader = next(n for n in inst["nodes"] if n["leader"])
+        venv = vllm_host(leader["device"], cluster.vllm["version"], cluster.vllm["install_root"])["venv"]
+        argv = [f"{venv}/bin/python", f"{venv}/libexec/pd_announce.py",
+                "--type", "P" if inst["role"] == "prefill" else "D",
+                "--health", f"{inst['url']}{cluster.router['health_check_endpoint']}",
+                "--interval", str(cluster.router["announce_interval_secs"])]
+        for target in targets:
+            argv += ["--router", target]
+        for url in rank_urls(inst):
+            argv += ["--address", url]
+        unit = f"{inst['unit']}-announce"
+        # The unit's RuntimeDirectory: what the router role reads to check
+        # that every planned instance is announced (its /workers is empty).
+        state = f"/run/pd-announce/{unit}/state.json"
+        inst["announce"] = {"unit": unit, "argv": [*argv, "--state", state], "state": state,
+                            "routers": targets, "addresses": rank_urls(inst)}
+
+
 def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None = None) -> dict:
-    mode = cluster.connector_info["router_mode"]
+    mode = router_mode(cluster)
     prefill = [i for i in instances if i["role"] == "prefill"]
     decode = [i for i in instances if i["role"] == "decode"]
     router = router_settings(cluster, decode, warnings)
@@ -146,6 +184,8 @@ def router_plan(cluster: Cluster, instances: list[dict], warnings: list | None =
         args = ["--host", bind, "--port", str(router["port"]), "--vllm-pd-disaggregation"]
         if mode == "discovery":
             args += ["--vllm-discovery-address", f"{address}:{router['discovery_port']}"]
+            if cluster.connector != "P2pNcclConnector":
+                args += ["--kv-connector", "nixl"]
         else:
             for inst in prefill:
                 for url in rank_urls(inst):

@@ -252,7 +252,15 @@ ROUTER_OPTIONS: dict[str, tuple] = {
     "port": (INT, 8000, "OpenAI API port of the router"),
     "bind_address": (OPT_STR, None, "address the API binds; default the router host's cluster address"),
     "metrics_port": (INT, 29000, "Prometheus metrics port of the router"),
-    "discovery_port": (INT, 30001, "ZMQ discovery port (legacy P2pNcclConnector only)"),
+    # static: the unit lists every worker (a worker added means a router
+    # restart); zmq: workers announce themselves (pd-announce, one small unit
+    # per instance, only while /health answers), added and dropped live.
+    "discovery": (Choice(("static", "zmq"), nullable=False), "static",
+                  "how the router learns its workers: static (--prefill/--decode in its unit) or zmq "
+                  "(instances announce themselves; scale-out without a router restart)"),
+    "discovery_port": (INT, 30001, "ZMQ discovery port (discovery zmq, and legacy P2pNcclConnector)"),
+    "announce_interval_secs": (NUM, 1, "discovery zmq: seconds between announcements (the router drops "
+                               "an instance about 5 s after its last one)"),
     # vllm-router's --policy only fills in a pool policy left unset: the plan
     # resolves both and passes them, so `policy` is the fallback of each.
     "policy": (OPT_POLICY, None, "both pools' policy where prefill_policy / decode_policy is unset"),

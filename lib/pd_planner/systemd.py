@@ -107,6 +107,8 @@ def host_workers(plan: Mapping, host: str) -> list[dict]:
                 "env": dict(node["env"]),
                 "gpus": list(node["gpus"]),
                 "kv_transfer_config": instance.get("kv_transfer_config") or {},
+                # Discovery zmq: the leader's pd-announce unit ({unit, argv, addresses}), else None.
+                "announce": instance.get("announce") if node["leader"] else None,
             })
     return items
 

@@ -314,6 +314,12 @@ def check_router_values(router: dict, routers: list[str]) -> None:
             f"pd_router.worker_startup_check_interval {interval} is longer than "
             f"pd_router.worker_startup_timeout_secs {timeout}; valid: an interval at most the timeout"
         )
+    announce = router.get("announce_interval_secs")
+    # vllm-router drops a discovered instance 5 s (whole seconds) after its
+    # last announcement: two must fit in 4 s or a healthy instance flaps.
+    if announce is not None and not 0.1 <= announce <= 2:
+        raise PlanError(f"pd_router.announce_interval_secs is {announce}; valid: 0.1 to 2 (vllm-router drops an "
+                        "instance about 5 s after its last announcement)")
     endpoint = router["health_check_endpoint"]
     if not _URL_PATH.fullmatch(endpoint):
         raise PlanError(

@@ -191,3 +191,62 @@ def test_a_policy_that_applies_to_no_pool_is_refused():
                                      "decode_policy": "round_robin"}))
     assert str(error.value).startswith("pd_router.policy random applies to no pool: prefill_policy and "
                                        "decode_policy are both set")
+
+
+# --- discovery zmq: instances announce themselves -----------------------------
+def _discovery_plan(**router):
+    return build_plan(make_spec(2, 2, router={"port": 8000, "metrics_port": 29000, "discovery": "zmq", **router}))
+
+
+def test_discovery_router_lists_no_worker_and_listens_for_announcements():
+    plan = _discovery_plan()
+    args = plan["router"]["args"]
+    assert plan["router"]["mode"] == "discovery"
+    assert "--prefill" not in args and "--decode" not in args
+    assert _flag(args, "--vllm-discovery-address") == "10.20.0.5:30001"
+    assert _flag(args, "--kv-connector") == "nixl"
+    # The port is claimed like every other one (a worker cannot take it).
+    assert {"port": 30001, "owner": "router discovery", "unit": "vllm-router"} in plan["hosts"]["ctl-01"]["ports"]
+
+
+def test_every_instance_announces_its_ranks_to_every_router():
+    plan = _discovery_plan(announce_interval_secs=0.5)
+    announced = {"prefill": [], "decode": []}
+    for inst in plan["instances"]:
+        announce = inst["announce"]
+        argv = announce["argv"]
+        assert announce["unit"] == f"{inst['unit']}-announce"
+        assert argv[1].endswith("/libexec/pd_announce.py") and argv[0].endswith("/bin/python")
+        assert _flag(argv, "--type") == ("P" if inst["role"] == "prefill" else "D")
+        assert _flag(argv, "--health") == f"{inst['url']}/health"
+        assert _flag(argv, "--interval") == "0.5"
+        assert _pairs(argv, "--router") == ["tcp://10.20.0.5:30001"] == announce["routers"]
+        assert _flag(argv, "--state") == announce["state"] == f"/run/pd-announce/{announce['unit']}/state.json"
+        announced[inst["role"]] += _pairs(argv, "--address")
+    # Exactly the rank-pinned set static mode would list: the router's worker set.
+    assert {k: sorted(v) for k, v in announced.items()} == plan["router"]["workers"]
+    # Only the leader node runs the announcer.
+    for inst in plan["instances"]:
+        for node in inst["nodes"]:
+            items = [w for w in sd.host_workers(plan, node["host"]) if w["instance"] == inst["name"]]
+            assert (items[0]["announce"] is not None) == bool(node["leader"])
+
+
+def test_static_mode_has_no_announcer_and_the_golden_keys_stay():
+    plan = build_plan(make_spec(2, 2))
+    assert plan["router"]["mode"] == "pd_nixl"
+    assert all("announce" not in inst for inst in plan["instances"])
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (5, "pd_router.announce_interval_secs is 5; valid: 0.1 to 2"),
+    (0.05, "pd_router.announce_interval_secs is 0.05; valid: 0.1 to 2"),
+])
+def test_an_announce_interval_the_router_would_expire_is_refused(value, message):
+    with pytest.raises(PlanError, match=message.replace(".", r"\.")):
+        _discovery_plan(announce_interval_secs=value)
+
+
+def test_an_unknown_discovery_mode_is_refused():
+    with pytest.raises(PlanError, match=r"pd_router\.discovery"):
+        _discovery_plan(discovery="etcd")
