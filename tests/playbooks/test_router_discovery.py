@@ -63,11 +63,13 @@ class Worker:
 
 
 class Announcer:
-    def __init__(self, kind: str, worker: Worker, discovery: int, tmp_path, addresses: list[str] | None = None):
+    def __init__(self, kind: str, worker: Worker, discovery: int, tmp_path, addresses: list[str] | None = None,
+                 ready_file=None):
         self.state = tmp_path / f"announce-{kind}-{worker.url.rsplit(':', 1)[1]}.json"
+        ready = ["--ready-file", str(ready_file)] if ready_file else []
         self.proc = subprocess.Popen(
             [str(VLLM_PYTHON), str(ANNOUNCE), "--type", kind, "--health", f"{worker.url}/health",
-             "--router", f"tcp://127.0.0.1:{discovery}", "--interval", "0.5", "--state", str(self.state),
+             "--router", f"tcp://127.0.0.1:{discovery}", "--interval", "0.5", "--state", str(self.state), *ready,
              *[arg for a in (addresses or [worker.url]) for arg in ("--address", a)]],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -132,10 +134,10 @@ def cluster(vllm_router, tmp_path):  # noqa: F811 (the fixture imported above)
     workers: list[Worker] = []
     announcers: list[Announcer] = []
 
-    def add(kind: str, addresses_of=None) -> tuple[Worker, Announcer]:
+    def add(kind: str, addresses_of=None, ready_file=None) -> tuple[Worker, Announcer]:
         worker = Worker()
         announcer = Announcer(kind, worker, router.discovery, tmp_path,
-                              addresses_of(worker.url) if addresses_of else None)
+                              addresses_of(worker.url) if addresses_of else None, ready_file)
         workers.append(worker)
         announcers.append(announcer)
         return worker, announcer
@@ -223,3 +225,21 @@ def test_the_announcer_refuses_an_interval_the_router_would_expire():
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "--interval must be 0.1 to 2 s" in result.stderr
+
+
+def test_an_instance_is_announced_only_once_its_start_gate_marked_it_ready(cluster, tmp_path):
+    """After a crash, systemd's restart answers /health before its warm-up:
+    the announcer waits for the gate's ready file (pd-worker-gate writes it
+    after the warm-up, the next start removes it)."""
+    router, add = cluster
+    ready = tmp_path / "ready"
+    prefill, announcer = add("P", ready_file=ready)
+    add("D")
+    wait_until(lambda: announcer.record().get("announcing") is False, 10, "the announcer reports")
+    assert "waiting for the start gate" in announcer.record()["why"]
+    time.sleep(2)
+    assert router.health() == 503  # no prefill announced
+    ready.write_text("1\n")
+    wait_until(lambda: router.health() == 200, 10, "announced once ready")
+    assert status("POST", f"{router.url}/v1/chat/completions") == 200
+    assert prefill.served.total() > 0

@@ -176,3 +176,44 @@ def test_gate_backoff_delays():
 def test_gate_refuses_unknown_arguments(tmp_path):
     result = _gate("leader", str(tmp_path), state=tmp_path)
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_leader_gate_marks_ready_after_warm_up_and_a_new_start_clears_it(tmp_path):
+    """pd-announce announces only while `ready` exists (discovery zmq): the
+    leader gate writes it after /health and the warm-up completion, the next
+    start's backoff step removes it before the process runs."""
+    import http.server
+    import threading
+
+    class Instance(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"choices":[{"text":"ok"}]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Instance)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _gate("backoff", str(tmp_path), "0", "0", state=tmp_path).returncode == 0
+        assert not (tmp_path / "ready").exists()
+        result = _gate("leader", str(tmp_path), f"{url}/health", url, "m", "0.1", "10", state=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "ready").exists()
+        assert (tmp_path / "failed-starts").read_text().strip() == "0"
+        assert _gate("backoff", str(tmp_path), "0", "0", state=tmp_path).returncode == 0
+        assert not (tmp_path / "ready").exists()
+    finally:
+        server.shutdown()

@@ -7,7 +7,8 @@
 vllm-router (`--vllm-discovery-address`) binds a ZMQ ROUTER socket and keeps
 an instance while messages keep coming: each refreshes it for 5 s (whole
 seconds), then it is dropped. This sends, every --interval seconds and only
-while --health answers 200, one msgpack map {"type", "http_address",
+while --health answers 200 (and --ready-file exists: the start gate's mark
+that the instance is warmed up), one msgpack map {"type", "http_address",
 "zmq_address"} per --address to every --router. When /health fails or the
 process stops (the unit stops first on scale-in), the announcements stop and
 the router drops the instance about 5 s later; no router restart either way.
@@ -80,6 +81,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", action="append", required=True,
                         help="worker URL as the router should route to it (url@rank per data-parallel rank)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between announcements")
+    parser.add_argument("--ready-file", help="announce only while this file exists (the start gate writes it "
+                        "once the instance is warmed up, and removes it when the instance starts again)")
     parser.add_argument("--state", help="JSON file that records what is announced")
     args = parser.parse_args(argv)
     if not 0.1 <= args.interval <= 2:
@@ -132,7 +135,11 @@ class Announcer:
 
     def step(self) -> None:
         self._watch_connections()
-        ok, why = healthy(self.args.health, timeout=min(2.0, 2 * self.args.interval))
+        if self.args.ready_file and not os.path.exists(self.args.ready_file):
+            ok, why = False, f"waiting for the start gate ({self.args.ready_file} missing: starting or warming up)"
+        else:
+            ok, why = healthy(self.args.health, timeout=min(2.0, 2 * self.args.interval))
+            why = f"{self.args.health} {why}"
         if ok:
             for sock in self.sockets.values():
                 for message in self.messages:
@@ -140,7 +147,7 @@ class Announcer:
                         sock.send(message, zmq.NOBLOCK)
                     except zmq.Again:  # not connected (IMMEDIATE): nothing queues
                         break
-        self._note(ok, f"{self.args.health} {why}")
+        self._note(ok, why)
 
     def close(self) -> None:
         for sock in [*self.monitors.values(), *self.sockets.values()]:
