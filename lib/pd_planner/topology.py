@@ -122,4 +122,6 @@ def host_index(cluster: Cluster, instances: list[dict], port_owners: dict, imex:
     for inst in instances:
         for node in inst["nodes"]:
             index[node["host"]]["units"].append(inst["unit"])
+            if node["leader"] and "announce" in inst:  # router discovery zmq
+                index[node["host"]]["units"].append(inst["announce"]["unit"])
     return index

@@ -264,3 +264,19 @@ def test_the_step_drains_before_it_stops_restarts_imex_before_it_starts_and_rejo
     # The router step loops over the routers: one restarts at a time.
     back = next(t for t in tasks if t.get("ansible.builtin.include_tasks") == "imex_router_back.yml")
     assert back["loop"].strip() == "{{ pd_plan.router.hosts | default([]) }}"
+
+
+def test_with_router_discovery_the_announcers_stop_and_the_expiry_passes_before_the_wait():
+    """Discovery zmq: the routers have no list to remove from; the instance
+    leaves when its announcer stops (systemd, not run here), 5 s later."""
+    tasks = yaml.safe_load((ROOT / "roles" / "nvidia" / "tasks" / "imex_drain.yml").read_text())
+    names = [t["name"] for t in tasks]
+    stop = next(t for t in tasks if "ansible.builtin.systemd_service" in t)
+    assert stop["ansible.builtin.systemd_service"] == {"name": "{{ _nvidia_drained.unit }}-announce.service",
+                                                        "state": "stopped"}
+    assert stop["delegate_to"] == "{{ _nvidia_drained.leader_host }}"
+    assert "announce" in stop["when"]
+    expiry = next(t for t in tasks if "ansible.builtin.wait_for" in t)
+    assert expiry["ansible.builtin.wait_for"]["timeout"] > 5
+    wait = next(t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "drain.yml")
+    assert names.index(stop["name"]) < names.index(expiry["name"]) < names.index(wait["name"])

@@ -20,6 +20,7 @@ STAGES = {
     "Sync and verify the model weights": "weights",
     "Render and (re)start the worker instances": "workers",
     "Deploy the router": "router",
+    "Deploy the front door": "front_door",
     "Deploy monitoring": "monitoring",
     "Drain and remove instances the plan no longer has": "retire",
 }
@@ -69,7 +70,8 @@ def test_tags_workers_selects_the_worker_stage_and_the_plan():
     plays = selected_tasks("workers")
     assert "pd_plan : Plan the cluster from the inventory" in plays["Plan the cluster"]
     assert "pd_plan : Show the plan (one line per pool; every instance node with -v)" in plays["Plan the cluster"]
-    assert _real(plays[WORKERS]) == ["Render this host's units and env files", "Restart what changed, rolling per pool"]
+    assert _real(plays[WORKERS]) == ["Render this host's units and env files", "Restart what changed, rolling per pool",
+                                     "Start the announcers and wait until each instance is announced"]
     # Every other stage contributes nothing that touches a host (the NVIDIA
     # role's fresh facts included).
     others = {play: _real(plays[play]) for play in STAGES if play != WORKERS}

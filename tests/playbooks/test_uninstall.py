@@ -74,10 +74,15 @@ def _removed_paths(plan: dict) -> dict[str, set[str]]:
     return removed
 
 
-def test_every_file_the_deployment_writes_is_removed(tmp_path):
+@pytest.mark.parametrize("discovery", ["static", "zmq"])
+def test_every_file_the_deployment_writes_is_removed(tmp_path, discovery):
     out = tmp_path / "render"
+    # zmq: each instance leader also gets its announcer unit.
+    router = yaml.safe_load((ROOT / "inventories" / "gb200" / "group_vars" / "all" / "router.yml").read_text())
+    router["pd_router"]["discovery"] = discovery
+    (tmp_path / "router.json").write_text(json.dumps(router))
     run = _run(str(ROOT / "playbooks" / "render.yml"), "-i", str(ROOT / "inventories" / "gb200"),
-               "-e", f"render_dir={out}")
+               "-e", f"render_dir={out}", "-e", f"@{tmp_path / 'router.json'}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     plan = json.loads((out / "plan.json").read_text())
     removed = _removed_paths(plan)
@@ -93,5 +98,7 @@ def test_every_file_the_deployment_writes_is_removed(tmp_path):
             if not any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths):
                 left.append(f"{host}:{path}")
     assert not left, f"site.yml writes files uninstall.yml leaves: {left}"
+    announcers = [p for host in out.iterdir() if host.is_dir() for p in host.rglob("vllm-*-announce.service")]
+    assert len(announcers) == (len(plan["instances"]) if discovery == "zmq" else 0), announcers
     # The checkpoint goes only when asked.
     assert plan["model"]["path"] in removed["prefill"]
