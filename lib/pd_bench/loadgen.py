@@ -94,7 +94,7 @@ class Load(threading.Thread):
 
     def summary(self) -> str:
         latencies = sorted(self.latencies)
-        p50 = f", p50 {latencies[len(latencies) // 2]:.2f} s" if latencies else ""
+        p50 = f", p50 {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.1f} s" if latencies else ""
         return (f"{self.ok} served, {len(self.failed)} failed{p50}; {self.refused} connection attempts refused "
                 f"and retried (longest gap {self.longest_gap:.1f} s)"
                 + (f" (first failure: {self.failed[0]})" if self.failed else ""))

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, gb200_pools, inventory_spec, make_spec
 from pd_planner import build_plan
 
@@ -57,6 +58,14 @@ def _packed_and_spanning_spec() -> dict:
     return make_spec(1, 2, pools=pools, profile="hgx_b200", model={"served_name": "r1", "path": "/m"})
 
 
+def _offload_profile_spec() -> dict:
+    """The gb200 sample with the opt-in article prefill profile (4 x 2 GPUs, prefetch offload)."""
+    spec = inventory_spec(ROOT / "inventories" / "gb200")
+    profile = yaml.safe_load((ROOT / "inventories" / "profiles" / "gb200-prefill-2gpu-offload.yml").read_text())
+    spec["pools"]["prefill"] = profile["pd_pool"]
+    return spec
+
+
 def _articles_cuda_graph_flag_spec() -> dict:
     pools = gb200_pools()
     pools["decode"]["extra_args"] = {"--cuda-graph-capture-size": 2048}
@@ -80,7 +89,8 @@ def _jobs(version: str) -> dict[str, dict | list[str]]:
         return {"lab": build_plan(inventory_spec(ROOT / "inventories" / "lab"))}
     jobs: dict[str, dict | list[str]] = {
         "gb200": build_plan(_at_version(inventory_spec(ROOT / "inventories" / "gb200"), version)),
-        "hgx-h200": build_plan(_at_version(inventory_spec(ROOT / "inventories" / "hgx-h200"), version))}
+        "hgx-h200": build_plan(_at_version(inventory_spec(ROOT / "inventories" / "hgx-h200"), version)),
+        "gb200-offload-profile": build_plan(_at_version(_offload_profile_spec(), version))}
     if version == "0.33.0":
         jobs.update({"packed-and-spanning": build_plan(_packed_and_spanning_spec()),
                      "articles-cuda-graph-flag": build_plan(_articles_cuda_graph_flag_spec()),
@@ -133,6 +143,14 @@ def test_gb200_plan_accepted_by_each_cuda_release(checked, gb200_spec, version):
     nodes = sum(len(i["nodes"]) for i in plan["instances"])
     # 2 prefill instances of one tray, 1 decode instance over two trays.
     assert result.stdout.count(f"ok   vLLM {version}:") == nodes == 4
+
+
+@pytest.mark.parametrize("version", CUDA_VERSIONS)
+def test_the_offload_prefill_profile_is_accepted_by_each_cuda_release(checked, version):
+    result = checked(version, "gb200-offload-profile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 4 offloaded 2-GPU prefill instances, one per node, and the decode leader and follower.
+    assert result.stdout.count(f"ok   vLLM {version}:") == 6, result.stdout
 
 
 @pytest.mark.parametrize("version", CUDA_VERSIONS)

@@ -3,6 +3,9 @@ pools break none of the vLLM runtime rules of either supported release."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 from conftest import ROOT, inventory_spec
 from pd_planner import build_plan
@@ -35,3 +38,13 @@ def test_the_pools_pass_the_runtime_rules(hgx_spec, version):
         normalized = normalize(pool, POOL_OPTIONS, f"pd_pool ({name})")
         assert pool_findings(version, name, normalized, model_max_len=163840,
                              gpu_memory_gb=GPU_PROFILES["hgx_h200"]["gpu_memory_gb"]) == []
+
+
+def test_hgx_plan_matches_golden(hgx_spec):
+    """Any change to this sample's plan is deliberate: UPDATE_GOLDEN=1 rewrites it."""
+    plan = build_plan(hgx_spec)
+    golden = ROOT / "tests" / "golden" / "hgx-h200-plan.json"
+    text = json.dumps(plan, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
