@@ -83,12 +83,12 @@ class Announcer:
 
 
 class DiscoveryRouter:
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, prefill_policy: str = "round_robin"):
         self.port, self.discovery = _free_port(), _free_port()
         self.proc = subprocess.Popen(
             [binary, "--host", "127.0.0.1", "--port", str(self.port), "--vllm-pd-disaggregation",
              "--vllm-discovery-address", f"127.0.0.1:{self.discovery}", "--kv-connector", "nixl",
-             "--prefill-policy", "round_robin", "--decode-policy", "round_robin",
+             "--prefill-policy", prefill_policy, "--decode-policy", "round_robin",
              "--prometheus-host", "127.0.0.1", "--prometheus-port", str(_free_port())],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -128,9 +128,11 @@ class Loop:
         return collections.Counter(self.results)
 
 
-@pytest.fixture
-def cluster(vllm_router, tmp_path):  # noqa: F811 (the fixture imported above)
-    router = DiscoveryRouter(vllm_router)
+@pytest.fixture(params=["round_robin", "cache_aware"])
+def cluster(vllm_router, tmp_path, request):  # noqa: F811 (the fixture imported above)
+    # cache_aware (the GB200 sample's prefill policy) builds its trees lazily
+    # in discovery mode: joins and leaves must work with it too.
+    router = DiscoveryRouter(vllm_router, prefill_policy=request.param)
     workers: list[Worker] = []
     announcers: list[Announcer] = []
 
