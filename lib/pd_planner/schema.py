@@ -255,7 +255,7 @@ ROUTER_OPTIONS: dict[str, tuple] = {
     # static: the unit lists every worker (a worker added means a router
     # restart); zmq: workers announce themselves (pd-announce, one small unit
     # per instance, only while /health answers), added and dropped live.
-    "discovery": (Choice(("static", "zmq"), nullable=False), "static",
+    "discovery": (Choice(("static", "zmq"), nullable=False), "zmq",
                   "how the router learns its workers: static (--prefill/--decode in its unit) or zmq "
                   "(instances announce themselves; scale-out without a router restart)"),
     "discovery_port": (INT, 30001, "ZMQ discovery port (discovery zmq, and legacy P2pNcclConnector)"),

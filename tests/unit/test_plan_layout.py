@@ -98,16 +98,20 @@ def test_gb200_workers_bind_cluster_addresses_never_wildcard(gb200_spec):
     assert "0.0.0.0" not in json.dumps(plan)
 
 
-def test_gb200_router_lists_every_leader_in_pd_mode(gb200_spec):
+def test_gb200_router_learns_every_rank_of_every_leader(gb200_spec):
     plan = build_plan(gb200_spec)
     args = plan["router"]["args"]
     assert "--vllm-pd-disaggregation" in args
-    prefill = [args[i + 1] for i, a in enumerate(args) if a == "--prefill"]
-    decode = [args[i + 1] for i, a in enumerate(args) if a == "--decode"]
-    # Every data-parallel rank pinned (url@rank): what /workers lists.
-    assert prefill == [f"{i['url']}@{r}" for i in plan["instances"] if i["role"] == "prefill"
-                       for r in range(i["parallelism"]["data_parallel_size"])]
-    assert decode == [f"http://10.20.0.13:8200@{r}" for r in range(8)]
+    # Discovery zmq (the default): the unit lists no worker; each leader
+    # announces every data-parallel rank pinned (url@rank).
+    assert "--prefill" not in args and "--decode" not in args
+    assert _flag(args, "--vllm-discovery-address") == "10.20.0.5:30001"
+    announced = {role: [a for i in plan["instances"] if i["role"] == role for a in i["announce"]["addresses"]]
+                 for role in ("prefill", "decode")}
+    assert announced["prefill"] == [f"{i['url']}@{r}" for i in plan["instances"] if i["role"] == "prefill"
+                                    for r in range(i["parallelism"]["data_parallel_size"])]
+    assert announced["decode"] == [f"http://10.20.0.13:8200@{r}" for r in range(8)]
+    assert announced == plan["router"]["workers"]
     assert _flag(args, "--kv-connector") == "nixl"
     assert _flag(args, "--prometheus-port") == "29000"
     assert "--api-key" not in args
@@ -279,7 +283,8 @@ def test_example_connector_shares_a_directory():
         config = json.loads(_flag(node["serve_args"], "--kv-transfer-config"))
         assert config["kv_connector_extra_config"] == {"shared_storage_path": "/shared/kv"}
         assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in node["env"]
-    assert plan["router"]["mode"] == "pd_nixl"
+    # The router pairs instances as for NIXL; they announce themselves.
+    assert plan["router"]["mode"] == "discovery" and all("announce" in i for i in plan["instances"])
 
 
 def test_legacy_p2pnccl_on_old_vllm_gets_ranks_and_router_discovery():
@@ -329,6 +334,6 @@ def test_extra_args_render_as_flags_in_stable_order():
 
 def test_table_shows_every_instance_and_the_router(gb200_spec):
     text = plan_table(build_plan(gb200_spec))
-    for name in ("prefill-0", "prefill-1", "decode-0", "headless, dp start rank 4", "router (pd_nixl)",
+    for name in ("prefill-0", "prefill-1", "decode-0", "headless, dp start rank 4", "router (discovery)",
                  "nvl72-rack-a", "KV_TOKENS/DP_RANK"):
         assert name in text

@@ -165,8 +165,12 @@ def test_router_lists_exactly_the_leaders(generated):
     spec, _, _ = generated
     plan = build_plan(spec)
     args = plan["router"]["args"]
-    prefill = [args[i + 1] for i, a in enumerate(args) if a == "--prefill"]
-    decode = [args[i + 1] for i, a in enumerate(args) if a == "--decode"]
+    if plan["router"]["mode"] == "discovery":  # each leader announces its ranks
+        prefill = [a for i in plan["instances"] if i["role"] == "prefill" for a in i["announce"]["addresses"]]
+        decode = [a for i in plan["instances"] if i["role"] == "decode" for a in i["announce"]["addresses"]]
+    else:
+        prefill = [args[i + 1] for i, a in enumerate(args) if a == "--prefill"]
+        decode = [args[i + 1] for i, a in enumerate(args) if a == "--decode"]
     # One worker per data-parallel rank: url@rank (a bare URL for one rank).
     def ranks(role):
         return [f"{i['url']}@{r}" if i["parallelism"]["data_parallel_size"] > 1 else i["url"]

@@ -29,8 +29,12 @@ def _flag(args: list[str], flag: str) -> str:
     return value
 
 
+STATIC = {"port": 8000, "metrics_port": 29000, "discovery": "static"}
+
+
 def test_data_parallel_instances_register_one_worker_per_rank():
-    plan = build_plan(make_spec(2, 2))
+    """Static mode: the unit lists every rank pinned (url@rank)."""
+    plan = build_plan(make_spec(2, 2, router=STATIC))
     for role in ("prefill", "decode"):
         members = [i for i in plan["instances"] if i["role"] == role]
         assert any(i["parallelism"]["data_parallel_size"] > 1 for i in members), "the sample has DP instances"
@@ -46,7 +50,7 @@ def test_data_parallel_instances_register_one_worker_per_rank():
 def test_single_rank_instances_keep_their_bare_url():
     pools = {p: {"gpus_per_instance": 4, "tensor_parallel_size": 4, "max_model_len": 4096}
              for p in ("prefill", "decode")}
-    plan = build_plan(make_spec(1, 1, pools=pools, model={"served_name": "m", "path": "/m"}))
+    plan = build_plan(make_spec(1, 1, pools=pools, model={"served_name": "m", "path": "/m"}, router=STATIC))
     urls = {i["role"]: [] for i in plan["instances"]}
     for i in plan["instances"]:
         urls[i["role"]].append(i["url"])
@@ -58,12 +62,12 @@ def test_router_listing_the_plan_is_no_change():
     """What the role compares: /workers (rank-pinned, any order) read back
     equals router.workers, so a no-change rerun restarts nothing; a bare
     instance URL (what remove_worker ignores) never appears."""
-    plan = build_plan(make_spec(2, 2))
+    plan = build_plan(make_spec(2, 2, router=STATIC))
     listed = {"workers": [{"url": u, "worker_type": t} for t in ("decode", "prefill")
                           for u in reversed(plan["router"]["workers"][t])]}
     assert listed_workers(listed) == plan["router"]["workers"]
     # Scale-in: dropping one DP instance removes all of its ranks.
-    smaller = build_plan(make_spec(1, 2))
+    smaller = build_plan(make_spec(1, 2, router=STATIC))
     dropped = set(plan["router"]["workers"]["prefill"]) - set(smaller["router"]["workers"]["prefill"])
     gone = {i["url"] for i in plan["instances"] if i["role"] == "prefill"} - {
         i["url"] for i in smaller["instances"] if i["role"] == "prefill"}
@@ -72,17 +76,17 @@ def test_router_listing_the_plan_is_no_change():
 
 
 def test_worker_lines_with_ranks_do_not_count_as_a_settings_change():
-    plan = build_plan(make_spec(2, 2))
+    plan = build_plan(make_spec(2, 2, router=STATIC))
     line = sd.exec_line(["/opt/r/bin/vllm-router", *plan["router"]["args"]])
-    fewer = sd.exec_line(["/opt/r/bin/vllm-router", *build_plan(make_spec(1, 2))["router"]["args"]])
+    fewer = sd.exec_line(["/opt/r/bin/vllm-router", *build_plan(make_spec(1, 2, router=STATIC))["router"]["args"]])
     assert unit_settings(line) == unit_settings(fewer)
     assert systemd_split(line)[1:] == plan["router"]["args"]
     # Decode scale-in changes the derived admission limits, yet stays a live
     # removal (no router restart); any other setting still counts.
     pools = copy.deepcopy(make_spec(2, 2)["pools"])
-    two = build_plan(make_spec(2, 4, pools=pools))
+    two = build_plan(make_spec(2, 4, pools=pools, router=STATIC))
     pools["decode"]["instances"] = 1
-    one = build_plan(make_spec(2, 4, pools=pools))
+    one = build_plan(make_spec(2, 4, pools=pools, router=STATIC))
     one_args, two_args = one["router"]["args"], two["router"]["args"]
     assert _flag(one_args, "--max-concurrent-requests") != _flag(two_args, "--max-concurrent-requests")
     assert unit_settings(sd.exec_line(["/r", *one_args])) == unit_settings(sd.exec_line(["/r", *two_args]))
@@ -232,8 +236,8 @@ def test_every_instance_announces_its_ranks_to_every_router():
             assert (items[0]["announce"] is not None) == bool(node["leader"])
 
 
-def test_static_mode_has_no_announcer_and_the_golden_keys_stay():
-    plan = build_plan(make_spec(2, 2))
+def test_static_mode_has_no_announcer():
+    plan = build_plan(make_spec(2, 2, router=STATIC))
     assert plan["router"]["mode"] == "pd_nixl"
     assert all("announce" not in inst for inst in plan["instances"])
 

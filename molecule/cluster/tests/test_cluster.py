@@ -104,6 +104,9 @@ def test_router_unit_user_ports_and_secret_file(host):
     assert host.file("/etc/vllm-router").mode == 0o700
     metrics = host.check_output(f"curl -sf http://{ip}:29000/metrics")
     assert "vllm_router" in metrics
+    # Discovery zmq: the instances' announcements arrive here.
+    assert host.socket(f"tcp://{ip}:30001").is_listening
+    assert "--vllm-discovery-address" in host.file("/etc/systemd/system/vllm-router.service").content_string
 
 
 def test_a_request_through_the_router_is_served_by_both_pools(host):
@@ -163,12 +166,37 @@ SPARE = "mol-cl-p1"
 FIRST = {"mol-cl-p": "vllm-prefill-0", "mol-cl-d": "vllm-decode-0"}
 
 
-def router_workers(router: str) -> dict:
-    with urllib.request.urlopen(f"{router}/workers", timeout=10) as answer:
-        found = {"prefill": [], "decode": []}
-        for worker in json.loads(answer.read())["workers"]:
-            found[worker["worker_type"]].append(worker["url"])
+def announced(*hosts: str) -> dict:
+    """What the instances on `hosts` announce to the router right now:
+    {"prefill": [urls], "decode": [urls]} from each announcer's record
+    (discovery zmq: the router's /workers stays empty). An announcer counts
+    when it announces and its socket to the router is connected."""
+    target = f"tcp://{address(ROUTER)}:30001"
+    found = {"prefill": [], "decode": []}
+    for name in hosts:
+        records = node(name).run("cat /run/pd-announce/*/state.json").stdout
+        for line in records.splitlines():
+            record = json.loads(line)
+            if record["announcing"] and record["routers"].get(target):
+                found["prefill" if record["type"] == "P" else "decode"] += record["addresses"]
     return {kind: sorted(urls) for kind, urls in found.items()}
+
+
+def router_pid() -> str:
+    return node(ROUTER).check_output("systemctl show -p MainPID --value vllm-router")
+
+
+def served_per_rank(name: str, port: int) -> dict[str, float]:
+    """vllm:request_success_total per data-parallel rank (engine label) of one instance."""
+    with urllib.request.urlopen(f"http://{address(name)}:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        found = re.match(r'^vllm:request_success_total\{([^}]*)\} (\S+)', line)
+        if found:
+            engine = re.search(r'engine="(\d+)"', found.group(1)).group(1)
+            totals[engine] = totals.get(engine, 0.0) + float(found.group(2))
+    return totals
 
 
 def first_starts() -> dict[str, tuple[str, str]]:
@@ -221,29 +249,36 @@ def wait_prometheus_prefill_up(expected: dict[str, str], timeout: float = 60) ->
 
 def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_instances(host, tmp_path, capsys):
     controller_only(host)
-    router = router_url()
     url = {name: f"http://{address(name)}:{8200 if name == 'mol-cl-d' else 8100}"
            for name in ("mol-cl-p", SPARE, "mol-cl-d")}
-    # Decode is data parallel 2: the router holds each rank pinned.
+    # Decode is data parallel 2: each rank announced pinned.
     decode = [f"{url['mol-cl-d']}@0", f"{url['mol-cl-d']}@1"]
-    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": decode}
-    before = first_starts()
+    assert announced("mol-cl-p", "mol-cl-d") == {"prefill": [url["mol-cl-p"]], "decode": decode}
+    before, router_before = first_starts(), router_pid()
 
-    # Scale out: the spare joins prefill; the router restarts to take it
-    # (vllm-router cannot add a PD worker live), refused connections retried.
-    site_under_load(tmp_path, "prefill", capsys)
+    # Scale out: the spare joins prefill and announces itself once warmed
+    # up; the router takes it live (no restart: not one refused connection).
+    out = site_under_load(tmp_path, "prefill", capsys)
+    assert out.refused == 0
     spare = node(SPARE)
     assert spare.service("vllm-prefill-1").is_running
-    assert router_workers(router) == {"prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": decode}
-    assert first_starts() == before
+    assert spare.service("vllm-prefill-1-announce").is_running
+    assert announced("mol-cl-p", SPARE, "mol-cl-d") == {
+        "prefill": sorted([url["mol-cl-p"], url[SPARE]]), "decode": decode}
+    assert first_starts() == before and router_pid() == router_before
     wait_prometheus_prefill_up({"prefill-0": "1", "prefill-1": "1"})
 
-    # Scale in: the spare moves to `retired`: it leaves the router live (the
-    # router never stops listening: not one refused connection), drains,
-    # stops, and loses its unit and env file.
+    # Scale in: the spare moves to `retired`: its announcer stops, the router
+    # forgets it 5 s later, it drains, stops, and loses its unit, announcer
+    # and env file.
     back = site_under_load(tmp_path, "retired", capsys)
     assert back.refused == 0
-    assert router_workers(router) == {"prefill": [url["mol-cl-p"]], "decode": decode}
+    assert announced("mol-cl-p", "mol-cl-d") == {"prefill": [url["mol-cl-p"]], "decode": decode}
+    assert not spare.file("/etc/systemd/system/vllm-prefill-1-announce.service").exists
+    assert router_pid() == router_before
+    # Requests reached both decode ranks (the router sends each rank's header).
+    ranks = served_per_rank("mol-cl-d", 8200)
+    assert set(ranks) == {"0", "1"} and min(ranks.values()) > 0, ranks
     assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
     assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
