@@ -23,7 +23,9 @@ pytestmark = pytest.mark.playbook
 MAX_EXPOSURE = 3.5
 GATE = ROOT / "roles" / "pd_systemd" / "files" / "pd-worker-gate"
 # The router's unit belongs to the vllm_router role and is scored there.
-SCORED = re.compile(r"^(vllm-(prefill|decode)-\d+|prometheus|prometheus-alertmanager|dcgm-exporter)\.service$")
+# Workers, their announcers (router discovery zmq), Prometheus, Alertmanager, dcgm-exporter.
+SCORED = re.compile(r"^(vllm-(prefill|decode)-\d+(-announce)?|prometheus|prometheus-alertmanager|dcgm-exporter)"
+                    r"\.service$")
 # NVIDIA (GPUs, UVM, caps, IMEX channels), InfiniBand verbs, RDMA CM, GDRCopy.
 GPU_DEVICES = re.compile(r"^(char-nvidia\*|char-infiniband\*|/dev/infiniband/rdma_cm|char-gdrdrv) rw$")
 
@@ -90,6 +92,8 @@ def test_every_unit_scores_at_most_3_5(renders):
             scores[f"{name}/{host.name}/{unit}"] = _exposure(tool, host, unit)
     # Prefill and decode leaders, a follower (tray-04), Prometheus, Alertmanager and dcgm-exporter.
     for key in ("lab/lab-prefill-0/vllm-prefill-0.service", "gb200/gb200-tray-04/vllm-decode-0.service",
+                "lab/lab-prefill-0/vllm-prefill-0-announce.service",
+                "gb200/gb200-tray-03/vllm-decode-0-announce.service",
                 "lab/lab-ctl/prometheus.service", "gb200/cpu-ctl-01/prometheus-alertmanager.service",
                 "gb200/gb200-tray-01/dcgm-exporter.service"):
         assert key in scores, sorted(scores)
@@ -110,7 +114,7 @@ def test_no_unit_runs_as_root(renders):
 def test_workers_reach_only_gpu_and_rdma_devices_on_gpu_hosts(renders):
     for name, render in renders.items():
         for host, unit in _units(render):
-            if not unit.startswith("vllm-"):
+            if not unit.startswith("vllm-") or unit.endswith("-announce.service"):
                 continue
             settings = _settings(host / "etc/systemd/system" / unit)
             if name == "gb200":
@@ -129,7 +133,7 @@ def test_systemd_restarts_are_gated_and_never_give_up(renders):
     health + warm-up gate after the process; no start limit leaves a unit failed."""
     for render in renders.values():
         for host, unit in _units(render):
-            if not unit.startswith("vllm-"):
+            if not unit.startswith("vllm-") or unit.endswith("-announce.service"):
                 continue
             settings = _settings(host / "etc/systemd/system" / unit)
             assert settings["StartLimitIntervalSec"] == ["0"], f"{host.name}/{unit}"
