@@ -206,7 +206,7 @@ def first_starts() -> dict[str, tuple[str, str]]:
         for name, unit in FIRST.items()}
 
 
-def site_under_load(tmp_path: Path, group: str, capsys) -> Load:
+def site_under_load(tmp_path: Path, group: str, capsys) -> tuple[Load, str]:
     """site.yml with the spare node in `group`, a request loop through the
     router the whole time. The run must pass and no request may fail."""
     extra = tmp_path / f"{group}.yml"
@@ -229,7 +229,7 @@ def site_under_load(tmp_path: Path, group: str, capsys) -> Load:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert not load.failed, load.failed[:5]
     assert load.ok > 0
-    return load
+    return load, result.stdout
 
 
 def prometheus_up() -> dict[str, str]:
@@ -258,8 +258,13 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
 
     # Scale out: the spare joins prefill and announces itself once warmed
     # up; the router takes it live (no restart: not one refused connection).
-    out = site_under_load(tmp_path, "prefill", capsys)
+    out, output = site_under_load(tmp_path, "prefill", capsys)
     assert out.refused == 0
+    # The health gate followed the new instance's start in its journal and
+    # said what vLLM was doing (e.g. "KV cache allocated (N tokens)"), not
+    # only "not ready".
+    phases = re.findall(rf"^  prefill-1 on {SPARE}: (.+), \d+ s elapsed$", output, re.M)
+    assert [p for p in phases if not p.startswith("not ready")], phases
     spare = node(SPARE)
     assert spare.service("vllm-prefill-1").is_running
     assert spare.service("vllm-prefill-1-announce").is_running
@@ -271,7 +276,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     # Scale in: the spare moves to `retired`: its announcer stops, the router
     # forgets it 5 s later, it drains, stops, and loses its unit, announcer
     # and env file.
-    back = site_under_load(tmp_path, "retired", capsys)
+    back, _ = site_under_load(tmp_path, "retired", capsys)
     assert back.refused == 0
     assert announced("mol-cl-p", "mol-cl-d") == {"prefill": [url["mol-cl-p"]], "decode": decode}
     assert not spare.file("/etc/systemd/system/vllm-prefill-1-announce.service").exists
