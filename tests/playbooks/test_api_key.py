@@ -24,8 +24,8 @@ from typing import ClassVar
 import pytest
 from conftest import ROOT, inventory_spec, local_play
 from pd_planner import build_plan
+from stand_in import StandInWorker
 from test_front_door import _free_port
-from test_front_door_router import StandInWorker
 from test_router_argcheck import VENV, router_python  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.playbook

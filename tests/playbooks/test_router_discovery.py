@@ -17,8 +17,9 @@ import time
 
 import pytest
 from conftest import ROOT
+from stand_in import StandInWorker
 from test_front_door import _free_port
-from test_front_door_router import WHEEL, StandInWorker, status, vllm_router  # noqa: F401 (fixture)
+from test_front_door_router import WHEEL, status, vllm_router  # noqa: F401 (fixture)
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 ANNOUNCE = ROOT / "roles" / "vllm" / "files" / "pd_announce.py"

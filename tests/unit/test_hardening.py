@@ -9,14 +9,17 @@ script systemd runs before every start).
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import BIN, ENV, ROOT
+from stand_in import StandInWorker
 
 pytestmark = pytest.mark.playbook
 
@@ -186,26 +189,8 @@ def test_leader_gate_marks_ready_after_warm_up_and_a_new_start_clears_it(tmp_pat
     """pd-announce announces only while `ready` exists (discovery zmq): the
     leader gate writes it after /health and the warm-up completion, the next
     start's backoff step removes it before the process runs."""
-    import http.server
-    import threading
-
-    class Instance(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"choices":[{"text":"ok"}]}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
+    class Instance(StandInWorker):
+        body = b'{"choices":[{"text":"ok"}]}'
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Instance)
     threading.Thread(target=server.serve_forever, daemon=True).start()
