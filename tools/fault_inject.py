@@ -15,7 +15,8 @@ For each fault, seconds after the kill:
   restarted  systemd started a new main process
   health     the instance's /health answered 200 (from this machine)
   active     the unit is active: its start gate (health + warm-up) passed
-  routed     the router counts the worker healthy again (its health gauge)
+  routed     the router counts the worker healthy again (its health gauge),
+             or with router discovery its announcer announces it again
 and the requests that failed from the kill until the worker is routed again
 (plus --settle seconds).
 """
@@ -152,6 +153,18 @@ def worker_gauge(health: dict[str, float], url: str) -> float | None:
     return min(values) if values else None
 
 
+def announcing(worker: Worker) -> bool | None:
+    """Router discovery (the default): whether the instance's announcer
+    announces it now (its record), None without an announcer. The router
+    adds an announced instance at its next message and drops one about 5 s
+    after the last."""
+    out = node_exec(worker.node, "cat", f"/run/pd-announce/{worker.unit}-announce/state.json", check=False)
+    try:
+        return bool(json.loads(out)["announcing"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def unit_state(node: str, unit: str) -> tuple[int, str]:
     out = node_exec(node, "systemctl", "show", "--property=MainPID,ActiveState", f"{unit}.service", check=False)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -185,6 +198,17 @@ def kill_worker(worker: Worker, loop: RequestLoop, metrics_url: str, timeout: fl
             outcome.times["health"] = elapsed
         if "restarted" in outcome.times and "active" not in outcome.times and state == "active":
             outcome.times["active"] = elapsed
+        announced = announcing(worker)
+        if announced is not None:
+            # Discovery: out of the router once no longer announced, back
+            # once announced again after the new process became active.
+            seen_down = seen_down or not announced
+            if "active" in outcome.times and announced and seen_down:
+                outcome.times["routed"] = elapsed
+                outcome.times["router_ejected"] = True
+                break
+            time.sleep(0.5)
+            continue
         gauge = worker_gauge(router_health(metrics_url), worker.url)
         if gauge == 0:
             seen_down = True
