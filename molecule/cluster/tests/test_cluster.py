@@ -102,8 +102,9 @@ def test_router_unit_user_ports_and_secret_file(host):
     env = host.file("/etc/vllm-router/router.env")
     assert env.user == "root" and env.mode == 0o600
     assert host.file("/etc/vllm-router").mode == 0o700
-    metrics = host.check_output(f"curl -sf http://{ip}:29000/metrics")
-    assert "vllm_router" in metrics
+    # Answers (with discovery its series appear with the first request:
+    # the next test checks them).
+    host.check_output(f"curl -sf -o /dev/null http://{ip}:29000/metrics")
     # Discovery zmq: the instances' announcements arrive here.
     assert host.socket(f"tcp://{ip}:30001").is_listening
     assert "--vllm-discovery-address" in host.file("/etc/systemd/system/vllm-router.service").content_string
@@ -120,6 +121,8 @@ def test_a_request_through_the_router_is_served_by_both_pools(host):
     assert answer["usage"]["completion_tokens"] > 0
     # The router's request id names the prefill and the decode instance.
     assert "___prefill_addr_" in answer["id"] and "___decode_addr_" in answer["id"]
+    with urllib.request.urlopen(f"http://{address(ROUTER)}:29000/metrics", timeout=10) as metrics:
+        assert "vllm_router_processed_requests_total" in metrics.read().decode()
 
 
 def test_verify_playbook_passes(host):
@@ -186,19 +189,6 @@ def router_pid() -> str:
     return node(ROUTER).check_output("systemctl show -p MainPID --value vllm-router")
 
 
-def served_per_rank(name: str, port: int) -> dict[str, float]:
-    """vllm:request_success_total per data-parallel rank (engine label) of one instance."""
-    with urllib.request.urlopen(f"http://{address(name)}:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        found = re.match(r'^vllm:request_success_total\{([^}]*)\} (\S+)', line)
-        if found:
-            engine = re.search(r'engine="(\d+)"', found.group(1)).group(1)
-            totals[engine] = totals.get(engine, 0.0) + float(found.group(2))
-    return totals
-
-
 def first_starts() -> dict[str, tuple[str, str]]:
     """(ActiveEnterTimestamp, MainPID) of the first two instances."""
     return {name: tuple(node(name).check_output(
@@ -251,8 +241,7 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     controller_only(host)
     url = {name: f"http://{address(name)}:{8200 if name == 'mol-cl-d' else 8100}"
            for name in ("mol-cl-p", SPARE, "mol-cl-d")}
-    # Decode is data parallel 2: each rank announced pinned.
-    decode = [f"{url['mol-cl-d']}@0", f"{url['mol-cl-d']}@1"]
+    decode = [url["mol-cl-d"]]
     assert announced("mol-cl-p", "mol-cl-d") == {"prefill": [url["mol-cl-p"]], "decode": decode}
     before, router_before = first_starts(), router_pid()
 
@@ -281,9 +270,6 @@ def test_rerun_scales_out_and_back_under_load_without_restarting_the_first_insta
     assert announced("mol-cl-p", "mol-cl-d") == {"prefill": [url["mol-cl-p"]], "decode": decode}
     assert not spare.file("/etc/systemd/system/vllm-prefill-1-announce.service").exists
     assert router_pid() == router_before
-    # Requests reached both decode ranks (the router sends each rank's header).
-    ranks = served_per_rank("mol-cl-d", 8200)
-    assert set(ranks) == {"0", "1"} and min(ranks.values()) > 0, ranks
     assert not spare.file("/etc/systemd/system/vllm-prefill-1.service").exists
     assert not spare.file("/etc/vllm/vllm-prefill-1.env").exists
     assert spare.run("systemctl is-active vllm-prefill-1").stdout.strip() in ("inactive", "unknown")
