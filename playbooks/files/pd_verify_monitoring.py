@@ -51,6 +51,12 @@ def cannot_produce(plan: dict) -> dict[str, str]:
         reasons["DCGM_"] = reasons['job="dcgm"'] = "no GPU node in the plan (no dcgm-exporter)"
     if plan["connector"] != "NixlConnector":
         reasons["vllm:nixl_"] = f"connector is {plan['connector']}, not NIXL"
+    if plan["router"]["mode"] == "discovery":
+        # vllm-router keeps announced instances out of its registry: no
+        # health checks, so no worker health gauge (dead workers show in
+        # the workers' own `up` and PDInstanceDown).
+        why = "router discovery: vllm-router does not health-check announced workers"
+        reasons["vllm_router_worker_health"] = reasons["vllm_router_unhealthy_workers"] = why
     return reasons
 
 

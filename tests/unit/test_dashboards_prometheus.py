@@ -123,3 +123,15 @@ def test_every_dashboard_expression_returns_data_from_real_vllm_series(prometheu
     # Only DCGM may be empty here (the lab plan has no GPU node), as in the lab.
     empty = [line for line in printed.splitlines() if "no data" in line]
     assert empty and all("DCGM" in line or 'job="dcgm"' in line for line in empty), printed
+
+
+def test_router_discovery_excuses_only_the_router_worker_health_series(lab_spec):
+    """Announced workers are outside vllm-router's registry: no health gauge,
+    which verify.yml must say instead of failing; static mode has it."""
+    verify = verify_module()
+    discovery = verify.cannot_produce(build_plan(lab_spec))
+    assert set(discovery) >= {"vllm_router_worker_health", "vllm_router_unhealthy_workers"}
+    assert "router discovery" in discovery["vllm_router_worker_health"]
+    static_spec = {**lab_spec, "router": {**lab_spec["router"], "discovery": "static"}}
+    static = verify.cannot_produce(build_plan(static_spec))
+    assert "vllm_router_worker_health" not in static and "vllm_router_unhealthy_workers" not in static
