@@ -77,8 +77,10 @@ def test_render_gb200_writes_every_hosts_units_from_the_plan(gb200_render):
                 assert f"{key}={value}" in env
     # The follower of the 8-GPU decode instance is headless; no stray units.
     assert "--headless" in (out / "gb200-tray-04/etc/systemd/system/vllm-decode-0.service").read_text()
+    # The leader's announcer (router discovery, the default); the follower has none.
     assert sorted(p.name for p in (out / "gb200-tray-01/etc/systemd/system").iterdir()) == [
-        "dcgm-exporter.service", "vllm-prefill-0.service"]
+        "dcgm-exporter.service", "vllm-prefill-0-announce.service", "vllm-prefill-0.service"]
+    assert not (out / "gb200-tray-04/etc/systemd/system/vllm-decode-0-announce.service").exists()
     router = (out / "cpu-ctl-01/etc/systemd/system/vllm-router.service").read_text()
     assert _exec_argv(router)[1:-2] == plan["router"]["args"]
     assert not (out / "cpu-ctl-01/etc/vllm-router").exists(), "the router env file may hold a key: never rendered"
@@ -168,6 +170,10 @@ def test_render_writes_exactly_the_files_each_host_gets_with_their_modes(gb200_r
             expected[f"etc/vllm/{unit}.env"] = 0o640
             expected[f"etc/vllm/{unit}.json"] = 0o644  # the plan record retire.yml reads
             expected[f"etc/systemd/system/{unit}.service"] = 0o644
+        # Each leader's announcer (router discovery, the default).
+        for instance in plan["instances"]:
+            if instance["nodes"][0]["host"] == host and "announce" in instance:
+                expected[f"etc/systemd/system/{instance['announce']['unit']}.service"] = 0o644
         assert _files(out / host) == expected, host
     ctl = _files(out / "cpu-ctl-01")
     assert {f: m for f, m in ctl.items() if not f.startswith("var/lib/grafana/dashboards/")} == {

@@ -41,10 +41,14 @@ def check(python: str, args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def plans() -> dict:
-    return {name: build_plan(inventory_spec(ROOT / "inventories" / name)) for name in ("lab", "gb200")}
+    found = {name: build_plan(inventory_spec(ROOT / "inventories" / name)) for name in ("lab", "gb200")}
+    # Static mode: the unit lists every worker (the lab uses discovery).
+    spec = inventory_spec(ROOT / "inventories" / "lab")
+    found["lab-static"] = build_plan({**spec, "router": {**spec["router"], "discovery": "static"}})
+    return found
 
 
-@pytest.mark.parametrize("name", ["lab", "gb200"])
+@pytest.mark.parametrize("name", ["lab", "gb200", "lab-static"])
 def test_the_planned_arguments_pass_the_real_router(router_python, plans, name):
     for host in plans[name]["router"]["hosts"]:
         result = check(router_python, [*host["args"], "--log-level", "info"])
@@ -75,7 +79,7 @@ REJECTED = {
 @pytest.mark.parametrize("case", sorted(REJECTED))
 def test_the_real_router_rejects_what_it_would_fail_on(router_python, plans, case):
     change, reason = REJECTED[case]
-    args = change(plans["lab"]["router"]["args"])
+    args = change(plans["lab-static"]["router"]["args"])
     result = check(router_python, args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert reason in result.stderr

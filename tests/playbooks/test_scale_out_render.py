@@ -4,7 +4,8 @@ render.yml writes each host's files as the deployment installs them. The gb200
 sample, rendered as is and with one prefill tray appended, must give byte-for-
 byte the same files on every tray that was already there: IMEX's node list
 (the rack from pd_imex_domains, not the serving trays), units, env files and
-plan records. Only the router/monitoring host learns of the new instance.
+plan records. Only the monitoring host learns of the new instance (the router is told by the
+instance itself: discovery).
 """
 
 from __future__ import annotations
@@ -72,15 +73,15 @@ def test_the_new_tray_joins_the_rack_imex_list_unchanged(renders):
     assert (after / NEW_TRAY / "etc/systemd/system/vllm-prefill-2.service").is_file()
 
 
-def test_only_the_router_and_monitoring_host_learn_of_the_new_instance(renders):
+def test_only_the_monitoring_host_learns_of_the_new_instance(renders):
     before, after = renders
     old, new = _files(before / CONTROL_HOST), _files(after / CONTROL_HOST)
     changed = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
-    # The router lists the new prefill worker; Prometheus scrapes it and its
-    # dcgm-exporter and counts its GPUs (decode's kv_rank label moves up by one).
+    # Prometheus scrapes the new instance and its dcgm-exporter and counts its
+    # GPUs (decode's kv_rank label moves up by one). The router's unit does
+    # not change: with discovery (the default) the instance announces itself.
     assert changed == [
         "etc/prometheus/file_sd/dcgm.json", "etc/prometheus/file_sd/vllm-decode.json",
         "etc/prometheus/file_sd/vllm-prefill.json", "etc/prometheus/pd-rules/pd-plan.yml",
-        "etc/systemd/system/vllm-router.service",
     ]
-    assert "--prefill http://10.20.0.15:8100" in new["etc/systemd/system/vllm-router.service"].decode()
+    assert "--vllm-discovery-address" in new["etc/systemd/system/vllm-router.service"].decode()

@@ -172,6 +172,11 @@ ROLLOUT = """
 
 def test_a_failed_batch_stops_the_rollout_and_names_what_still_runs_old(tmp_path):
     plan = json.loads(GOLDEN.read_text())
+    # Without announcers (router discovery would first stop them through
+    # systemctl, which this machine has no systemd for): the batch fails at
+    # its health gate, the subject here.
+    for instance in plan["instances"]:
+        instance.pop("announce", None)
     hosts = sorted(h for h, facts in plan["hosts"].items() if facts["units"])
     (tmp_path / "book.yml").write_text(ROLLOUT)
     (tmp_path / "vars.json").write_text(json.dumps({"pd_plan": plan}))
